@@ -1,0 +1,315 @@
+#include "config.h"
+
+#include <string.h>
+
+#include "core/wire.h"
+
+/* ---- little-endian cursor ------------------------------------------------ */
+static void put8(uint8_t **p, uint8_t v) { *(*p)++ = v; }
+static void put16(uint8_t **p, uint16_t v) { put8(p, (uint8_t)v); put8(p, (uint8_t)(v >> 8)); }
+static void put32(uint8_t **p, uint32_t v) { put16(p, (uint16_t)v); put16(p, (uint16_t)(v >> 16)); }
+static void put64(uint8_t **p, uint64_t v) { put32(p, (uint32_t)v); put32(p, (uint32_t)(v >> 32)); }
+static uint8_t get8(const uint8_t **p) { return *(*p)++; }
+static uint16_t get16(const uint8_t **p) { uint16_t v = get8(p); return (uint16_t)(v | (uint16_t)get8(p) << 8); }
+static uint32_t get32(const uint8_t **p) { uint32_t v = get16(p); return v | (uint32_t)get16(p) << 16; }
+static uint64_t get64(const uint8_t **p) { uint64_t v = get32(p); return v | (uint64_t)get32(p) << 32; }
+
+uint32_t fabnet_fnv1a32(const void *buf, size_t len)
+{
+	const uint8_t *b = buf;
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= b[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+/* ---- handle --------------------------------------------------------------
+ * 0 magic u32 | 4 version u8 | 5 addrlen u8 | 6 reserved u16 | 8 listen_id u32
+ * 12 nonce u64 | 20 addr[addrlen] | checksum u32 (FNV-1a of all before it)
+ */
+#define HANDLE_FIXED 20
+
+int fabnet_handle_encode(const struct fabnet_handle *h, void *buf, size_t buflen)
+{
+	uint8_t *p = buf;
+
+	if (buflen < FABNET_HANDLE_SIZE || h->addrlen == 0 || h->addrlen > FABNET_ADDR_MAX)
+		return -1;
+	memset(buf, 0, FABNET_HANDLE_SIZE);
+	put32(&p, FABNET_HANDLE_MAGIC);
+	put8(&p, FABNET_WIRE_VERSION);
+	put8(&p, h->addrlen);
+	put16(&p, 0);
+	put32(&p, h->listen_id);
+	put64(&p, h->nonce);
+	memcpy(p, h->addr, h->addrlen);
+	p += h->addrlen;
+	put32(&p, fabnet_fnv1a32(buf, HANDLE_FIXED + (size_t)h->addrlen));
+	return 0;
+}
+
+const char *fabnet_handle_decode(const void *buf, size_t buflen, struct fabnet_handle *h)
+{
+	const uint8_t *p = buf;
+	uint32_t magic, sum;
+	uint8_t version;
+
+	if (!buf || buflen < FABNET_HANDLE_SIZE)
+		return "handle buffer too small";
+	magic = get32(&p);
+	if (magic != FABNET_HANDLE_MAGIC)
+		return "bad magic: not a fabnet handle";
+	version = get8(&p);
+	if (version != FABNET_WIRE_VERSION)
+		return "unsupported handle version (fabnet builds differ between the ranks?)";
+	h->addrlen = get8(&p);
+	if (h->addrlen == 0 || h->addrlen > FABNET_ADDR_MAX)
+		return "address length out of range";
+	if (get16(&p) != 0)
+		return "reserved bits set";
+	h->listen_id = get32(&p);
+	h->nonce = get64(&p);
+	memcpy(h->addr, p, h->addrlen);
+	p += h->addrlen;
+	sum = get32(&p);
+	if (sum != fabnet_fnv1a32(buf, HANDLE_FIXED + (size_t)h->addrlen))
+		return "checksum mismatch: the handle was corrupted";
+	if (h->listen_id == 0)
+		return "listener id 0 is never issued";
+	return NULL;
+}
+
+/* ---- messages ------------------------------------------------------------ */
+static uint8_t *put_hdr(uint8_t *p, uint8_t type, uint32_t dst, uint32_t src, uint32_t seq)
+{
+	put16(&p, FABNET_MSG_MAGIC);
+	put8(&p, FABNET_WIRE_VERSION);
+	put8(&p, type);
+	put32(&p, dst);
+	put32(&p, src);
+	put32(&p, seq);
+	return p;
+}
+
+size_t fabnet_msg_encode_connect(void *buf, size_t len, uint32_t listen_id, uint32_t src_id,
+				 uint64_t nonce, const void *addr, uint8_t addrlen)
+{
+	size_t need = FABNET_MSG_HDR_SIZE + 12 + (size_t)addrlen;
+	uint8_t *p;
+
+	if (len < need || addrlen == 0 || addrlen > FABNET_ADDR_MAX)
+		return 0;
+	p = put_hdr(buf, FABNET_MSG_CONNECT, listen_id, src_id, 0);
+	put64(&p, nonce);
+	put8(&p, addrlen);
+	put8(&p, 0);
+	put16(&p, 0);
+	memcpy(p, addr, addrlen);
+	return need;
+}
+
+size_t fabnet_msg_encode_ack(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			     uint64_t nonce)
+{
+	uint8_t *p;
+
+	if (len < FABNET_MSG_HDR_SIZE + 8)
+		return 0;
+	p = put_hdr(buf, FABNET_MSG_CONNECT_ACK, dst_id, src_id, 0);
+	put64(&p, nonce);
+	return FABNET_MSG_HDR_SIZE + 8;
+}
+
+size_t fabnet_msg_encode_cts(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			     uint32_t seq, uint8_t n, const struct fabnet_cts_entry *e)
+{
+	size_t need = FABNET_MSG_HDR_SIZE + FABNET_CTS_FIXED + (size_t)n * FABNET_CTS_ENTRY_SIZE;
+	uint8_t *p;
+
+	if (len < need || n == 0 || n > FABNET_MAX_RECVS)
+		return 0;
+	p = put_hdr(buf, FABNET_MSG_CTS, dst_id, src_id, seq);
+	put8(&p, n);
+	for (int i = 0; i < 7; i++)
+		put8(&p, 0);
+	for (uint8_t i = 0; i < n; i++) {
+		put64(&p, e[i].addr);
+		put64(&p, e[i].key);
+		put64(&p, e[i].size);
+		put32(&p, (uint32_t)e[i].tag);
+		put32(&p, e[i].flags);
+	}
+	return need;
+}
+
+size_t fabnet_msg_encode_eager(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			       uint32_t seq, uint8_t idx, uint8_t flags, uint64_t size)
+{
+	uint8_t *p;
+
+	if (len < FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED ||
+	    size > len - FABNET_MSG_HDR_SIZE - FABNET_EAGER_FIXED)
+		return 0;
+	p = put_hdr(buf, FABNET_MSG_EAGER, dst_id, src_id, seq);
+	put8(&p, idx);
+	put8(&p, flags);
+	put16(&p, 0);
+	put32(&p, 0);
+	put64(&p, size);
+	return FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED + (size_t)size;
+}
+
+size_t fabnet_msg_encode_fin(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			     uint32_t seq, uint8_t idx, uint8_t flags, uint32_t nwrites,
+			     uint64_t size)
+{
+	uint8_t *p;
+
+	if (len < FABNET_MSG_HDR_SIZE + 16)
+		return 0;
+	p = put_hdr(buf, FABNET_MSG_FIN, dst_id, src_id, seq);
+	put8(&p, idx);
+	put8(&p, flags);
+	put16(&p, 0);
+	put32(&p, nwrites);
+	put64(&p, size);
+	return FABNET_MSG_HDR_SIZE + 16;
+}
+
+size_t fabnet_msg_encode_close(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			       uint32_t final_seq)
+{
+	if (len < FABNET_MSG_HDR_SIZE)
+		return 0;
+	put_hdr(buf, FABNET_MSG_CLOSE, dst_id, src_id, final_seq);
+	return FABNET_MSG_HDR_SIZE;
+}
+
+const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
+{
+	const uint8_t *p = buf;
+	size_t body;
+
+	if (!buf || len < FABNET_MSG_HDR_SIZE)
+		return "message shorter than its header";
+	if (get16(&p) != FABNET_MSG_MAGIC)
+		return "bad message magic";
+	if (get8(&p) != FABNET_WIRE_VERSION)
+		return "unsupported message version";
+	m->type = get8(&p);
+	m->dst_id = get32(&p);
+	m->src_id = get32(&p);
+	m->seq = get32(&p);
+	body = len - FABNET_MSG_HDR_SIZE;
+	if (m->dst_id == 0)
+		return "destination id 0 is never issued";
+
+	switch (m->type) {
+	case FABNET_MSG_CONNECT:
+		if (body < 12)
+			return "CONNECT too short";
+		m->u.connect.nonce = get64(&p);
+		m->u.connect.addrlen = get8(&p);
+		if (get8(&p) || get16(&p))
+			return "CONNECT reserved bytes set";
+		if (m->u.connect.addrlen == 0 || m->u.connect.addrlen > FABNET_ADDR_MAX ||
+		    body != 12 + (size_t)m->u.connect.addrlen)
+			return "CONNECT address length does not match the message";
+		if (m->src_id == 0)
+			return "CONNECT from comm id 0";
+		m->u.connect.addr = p;
+		return NULL;
+	case FABNET_MSG_CONNECT_ACK:
+		if (body != 8)
+			return "CONNECT_ACK has the wrong length";
+		if (m->src_id == 0)
+			return "CONNECT_ACK from comm id 0";
+		m->u.ack.nonce = get64(&p);
+		return NULL;
+	case FABNET_MSG_CTS:
+		if (body < FABNET_CTS_FIXED)
+			return "CTS too short";
+		m->u.cts.n = get8(&p);
+		for (int i = 0; i < 7; i++)
+			if (get8(&p))
+				return "CTS reserved bytes set";
+		if (m->u.cts.n == 0 || m->u.cts.n > FABNET_MAX_RECVS)
+			return "CTS receive count out of range";
+		if (body != FABNET_CTS_FIXED + (size_t)m->u.cts.n * FABNET_CTS_ENTRY_SIZE)
+			return "CTS length does not match its receive count";
+		for (uint8_t i = 0; i < m->u.cts.n; i++) {
+			struct fabnet_cts_entry *e = &m->u.cts.e[i];
+			e->addr = get64(&p);
+			e->key = get64(&p);
+			e->size = get64(&p);
+			e->tag = (int32_t)get32(&p);
+			e->flags = get32(&p);
+			if (e->flags & ~(uint32_t)FABNET_CTS_EAGER_OK)
+				return "CTS entry has unknown flags";
+			if (e->size && e->addr + e->size < e->addr)
+				return "CTS entry wraps around the address space";
+		}
+		return NULL;
+	case FABNET_MSG_EAGER:
+		if (body < FABNET_EAGER_FIXED)
+			return "EAGER too short";
+		m->u.eager.idx = get8(&p);
+		m->u.eager.flags = get8(&p);
+		if (get16(&p) || get32(&p))
+			return "EAGER reserved bytes set";
+		m->u.eager.size = get64(&p);
+		if (m->u.eager.idx >= FABNET_MAX_RECVS)
+			return "EAGER index out of range";
+		if (m->u.eager.flags & ~(uint8_t)FABNET_FIN_ERROR)
+			return "EAGER has unknown flags";
+		if (m->u.eager.size != body - FABNET_EAGER_FIXED)
+			return "EAGER size does not match the bytes received";
+		m->u.eager.payload = p;
+		return NULL;
+	case FABNET_MSG_FIN:
+		if (body != 16)
+			return "FIN has the wrong length";
+		m->u.fin.idx = get8(&p);
+		m->u.fin.flags = get8(&p);
+		if (get16(&p))
+			return "FIN reserved bytes set";
+		m->u.fin.nwrites = get32(&p);
+		m->u.fin.size = get64(&p);
+		if (m->u.fin.idx >= FABNET_MAX_RECVS)
+			return "FIN index out of range";
+		if (m->u.fin.flags & ~(uint8_t)FABNET_FIN_ERROR)
+			return "FIN has unknown flags";
+		if (m->u.fin.size && m->u.fin.nwrites == 0 && !(m->u.fin.flags & FABNET_FIN_ERROR))
+			return "FIN claims bytes but no writes";
+		return NULL;
+	case FABNET_MSG_CLOSE:
+		if (body != 0)
+			return "CLOSE has the wrong length";
+		return NULL;
+	default:
+		return "unknown message type";
+	}
+}
+
+/* ---- immediate data ------------------------------------------------------ */
+uint32_t fabnet_imm_pack(uint16_t comm_id, uint8_t seq, uint8_t idx)
+{
+	return (uint32_t)comm_id << 16 | (uint32_t)seq << 8 | (uint32_t)(idx & 7) << 5;
+}
+
+const char *fabnet_imm_unpack(uint64_t data, struct fabnet_imm *imm)
+{
+	if (data >> 32)
+		return "immediate data wider than 32 bits";
+	if (data & 0x1f)
+		return "immediate data has reserved bits set";
+	imm->comm_id = (uint16_t)(data >> 16);
+	imm->seq = (uint8_t)(data >> 8);
+	imm->idx = (uint8_t)((data >> 5) & 7);
+	if (imm->comm_id == 0)
+		return "immediate data names comm id 0";
+	return NULL;
+}

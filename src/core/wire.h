@@ -1,0 +1,136 @@
+/*
+ * Everything fabnet puts on the wire, and its decoders. Bytes that arrive
+ * from outside (a connection handle, a peer's message, immediate data) are
+ * untrusted: every decoder checks magic, version, lengths and indices and
+ * returns an error string instead of trusting a field. Little-endian, packed
+ * by hand, so the layout does not depend on the compiler.
+ */
+#ifndef FABNET_CORE_WIRE_H
+#define FABNET_CORE_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FABNET_WIRE_VERSION 1
+#define FABNET_HANDLE_MAGIC 0x484e4246u /* "FBNH" */
+#define FABNET_MSG_MAGIC 0xfb17u
+#define FABNET_ADDR_MAX 96     /* endpoint address bytes carried in a handle */
+#define FABNET_MAX_RECVS 8     /* grouped receives per irecv */
+#define FABNET_HANDLE_SIZE 128 /* NCCL_NET_HANDLE_MAXSIZE */
+
+/* ---- connection handle (listen -> connect, exchanged by NCCL) ------------ */
+struct fabnet_handle {
+	uint32_t listen_id;
+	uint64_t nonce; /* random per listener: a stale handle does not reach a new one */
+	uint8_t addrlen;
+	uint8_t addr[FABNET_ADDR_MAX];
+};
+
+/* Writes h into buf (FABNET_HANDLE_SIZE bytes, rest zeroed); returns 0 or -1. */
+int fabnet_handle_encode(const struct fabnet_handle *h, void *buf, size_t buflen);
+/* Returns NULL on success, else why the bytes are not a fabnet handle. */
+const char *fabnet_handle_decode(const void *buf, size_t buflen, struct fabnet_handle *h);
+
+/* ---- messages on the shared endpoint ------------------------------------ */
+enum fabnet_msg_type {
+	FABNET_MSG_CONNECT = 1, /* sender -> listener: please accept me */
+	FABNET_MSG_CONNECT_ACK, /* receiver -> sender: accepted, here is my comm id */
+	FABNET_MSG_CTS,         /* receiver -> sender: clear to send, write here */
+	FABNET_MSG_EAGER,       /* sender -> receiver: small payload inline */
+	FABNET_MSG_FIN,         /* sender -> receiver: size and write count of a send */
+	FABNET_MSG_CLOSE,       /* either way: this side closed after `seq` operations */
+	FABNET_MSG_TYPE_MAX
+};
+
+#define FABNET_MSG_HDR_SIZE 16
+#define FABNET_CTS_ENTRY_SIZE 32
+#define FABNET_CTS_FIXED 8
+#define FABNET_EAGER_FIXED 16
+#define FABNET_MSG_MAX_CONTROL \
+	(FABNET_MSG_HDR_SIZE + FABNET_CTS_FIXED + FABNET_MAX_RECVS * FABNET_CTS_ENTRY_SIZE)
+
+/* CTS entry flags */
+#define FABNET_CTS_EAGER_OK 0x1 /* host memory: the receiver can copy inline data */
+/* FIN / EAGER flags */
+#define FABNET_FIN_ERROR 0x1 /* the send failed (too large for the buffer) */
+
+struct fabnet_cts_entry {
+	uint64_t addr; /* virtual address or offset, as the MR mode wants */
+	uint64_t key;
+	uint64_t size;
+	int32_t tag;
+	uint32_t flags;
+};
+
+struct fabnet_msg {
+	uint8_t type;
+	uint32_t dst_id; /* comm (or listener) id on the receiving side */
+	uint32_t src_id; /* comm id on the sending side */
+	uint32_t seq;
+	union {
+		struct {
+			uint64_t nonce;
+			uint8_t addrlen;
+			const uint8_t *addr;
+		} connect;
+		struct {
+			uint64_t nonce;
+		} ack;
+		struct {
+			uint8_t n;
+			struct fabnet_cts_entry e[FABNET_MAX_RECVS];
+		} cts;
+		struct {
+			uint8_t idx;
+			uint8_t flags;
+			uint64_t size;
+			const uint8_t *payload;
+		} eager;
+		struct {
+			uint8_t idx;
+			uint8_t flags;
+			uint32_t nwrites;
+			uint64_t size;
+		} fin;
+	} u;
+};
+
+/* Each encoder returns the encoded length, or 0 when buf is too small. */
+size_t fabnet_msg_encode_connect(void *buf, size_t len, uint32_t listen_id, uint32_t src_id,
+				 uint64_t nonce, const void *addr, uint8_t addrlen);
+size_t fabnet_msg_encode_ack(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			     uint64_t nonce);
+size_t fabnet_msg_encode_cts(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			     uint32_t seq, uint8_t n, const struct fabnet_cts_entry *e);
+/* Writes the EAGER header only; the payload goes at buf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED. */
+size_t fabnet_msg_encode_eager(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			       uint32_t seq, uint8_t idx, uint8_t flags, uint64_t size);
+size_t fabnet_msg_encode_fin(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			     uint32_t seq, uint8_t idx, uint8_t flags, uint32_t nwrites,
+			     uint64_t size);
+size_t fabnet_msg_encode_close(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			       uint32_t final_seq);
+
+/* Returns NULL and fills m, or a reason the bytes are not a valid message.
+ * Pointers in m (connect.addr, eager.payload) point into buf. */
+const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m);
+
+/* ---- immediate data of an RMA write: 32 bits, as EFA carries -------------
+ * bits 31..16  receiver's comm id (1..65535)
+ * bits 15..8   sequence number of the receive, low 8 bits (its slot is seq % 32)
+ * bits  7..5   index within a grouped receive (0..7)
+ * bits  4..0   reserved, zero
+ */
+struct fabnet_imm {
+	uint16_t comm_id;
+	uint8_t seq;
+	uint8_t idx;
+};
+uint32_t fabnet_imm_pack(uint16_t comm_id, uint8_t seq, uint8_t idx);
+/* Returns NULL or why the value cannot be ours. */
+const char *fabnet_imm_unpack(uint64_t data, struct fabnet_imm *imm);
+
+/* FNV-1a, used as the handle checksum. */
+uint32_t fabnet_fnv1a32(const void *buf, size_t len);
+
+#endif

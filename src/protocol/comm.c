@@ -1,0 +1,564 @@
+/*
+ * Comms: ids, listen / connect / accept, close, and the dispatch of every
+ * message that arrives on a device.
+ *
+ * Connection set-up over a connectionless RDM endpoint:
+ *   listen():  allocates a listener id and a random nonce; the handle carries
+ *              the device's endpoint address, the id and the nonce.
+ *   connect(): inserts the listener's address, sends CONNECT(listener id,
+ *              nonce, our comm id, our address) and returns NULL until the
+ *              CONNECT_ACK names the receiver's comm id.
+ *   accept():  takes a queued CONNECT, creates the receiving comm, inserts the
+ *              sender's address and sends CONNECT_ACK.
+ * The sender may see a CTS before the ACK (no ordering): it is kept.
+ *
+ * Closing: close() sends CLOSE(number of operations this side started) so the
+ * peer fails only the requests that can no longer complete; requests still in
+ * flight are abandoned (their completions are swallowed) and the comm's memory
+ * is freed once the provider has returned every operation it owned.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <rdma/fi_errno.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "protocol/proto.h"
+
+#define PD(dev) ((struct fabnet_proto_dev *)(dev)->proto)
+
+static uint64_t random_nonce(void)
+{
+	uint64_t v = 0;
+
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		v = (uint64_t)ts.tv_nsec * 6364136223846793005ull ^ (uint64_t)ts.tv_sec ^
+		    (uint64_t)(uintptr_t)&v;
+	}
+	return v ? v : 1;
+}
+
+static uint64_t elapsed_ms(const struct timespec *since)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)(now.tv_sec - since->tv_sec) * 1000 +
+	       (uint64_t)((now.tv_nsec - since->tv_nsec) / 1000000);
+}
+
+/* ---- ids ------------------------------------------------------------------
+ * Freed ids wait in a FIFO and fresh ids are used first, so an id comes back
+ * only after all others: a late message for a closed comm almost never finds
+ * a new comm under its id, and when it does the peer id and sequence checks
+ * reject it. */
+static int alloc_id(struct fabnet_proto_dev *pd, struct fabnet_comm *c)
+{
+	uint32_t id;
+
+	if (pd->next_fresh <= FABNET_MAX_COMMS) {
+		id = pd->next_fresh++;
+	} else if (pd->nfree) {
+		id = pd->free_ids[pd->free_head];
+		pd->free_head = (pd->free_head + 1) % (FABNET_MAX_COMMS + 1);
+		pd->nfree--;
+	} else {
+		return -1;
+	}
+	if (id >= pd->cap) {
+		uint32_t cap = pd->cap ? pd->cap : 256;
+		while (cap <= id)
+			cap *= 2;
+		if (cap > FABNET_MAX_COMMS + 1)
+			cap = FABNET_MAX_COMMS + 1;
+		struct fabnet_comm **t = realloc(pd->table, cap * sizeof(*t));
+		if (!t)
+			return -1;
+		memset(t + pd->cap, 0, (cap - pd->cap) * sizeof(*t));
+		pd->table = t;
+		pd->cap = cap;
+	}
+	pd->table[id] = c;
+	c->id = (uint16_t)id;
+	return 0;
+}
+
+static void free_id(struct fabnet_proto_dev *pd, uint16_t id)
+{
+	if (!id || id >= pd->cap)
+		return;
+	pd->table[id] = NULL;
+	pd->free_ids[(pd->free_head + pd->nfree) % (FABNET_MAX_COMMS + 1)] = id;
+	pd->nfree++;
+}
+
+struct fabnet_comm *fabnet_proto_lookup(struct fabnet_dev *dev, uint32_t id)
+{
+	struct fabnet_proto_dev *pd = PD(dev);
+
+	return id && id < pd->cap ? pd->table[id] : NULL;
+}
+
+/* ---- device --------------------------------------------------------------- */
+int fabnet_proto_dev_init(struct fabnet_dev *dev)
+{
+	struct fabnet_proto_dev *pd;
+	int rc;
+
+	if (dev->proto)
+		return 0;
+	rc = fabnet_dev_open(dev);
+	if (rc)
+		return rc;
+	pd = calloc(1, sizeof(*pd));
+	if (!pd)
+		return -FI_ENOMEM;
+	pd->next_fresh = 1;
+	pd->free_ids = malloc(sizeof(uint16_t) * (FABNET_MAX_COMMS + 1));
+	if (!pd->free_ids ||
+	    fabnet_pool_init(&pd->wops, sizeof(struct fabnet_op),
+			     fabnet_config()->tx_buffers * fabnet_config()->writes_in_flight, NULL)) {
+		free(pd->free_ids);
+		free(pd);
+		return -FI_ENOMEM;
+	}
+	dev->proto = pd;
+	dev->up.on_msg = fabnet_proto_on_msg;
+	dev->up.on_imm = fabnet_proto_on_imm;
+	return 0;
+}
+
+static void comm_free(struct fabnet_comm *c)
+{
+	struct fabnet_proto_dev *pd = PD(c->dev);
+
+	free_id(pd, c->id);
+	if (c->kind == FABNET_LISTEN)
+		free(c->u.listen.pending);
+	else
+		fabnet_pool_fini(&c->reqs);
+	c->magic = 0;
+	free(c);
+}
+
+void fabnet_proto_dev_fini(struct fabnet_dev *dev)
+{
+	struct fabnet_proto_dev *pd = PD(dev);
+
+	if (!pd)
+		return;
+	/* Closing the endpoint cancels what is posted; then every comm can go. */
+	fabnet_dev_close(dev);
+	for (uint32_t i = 0; i < pd->cap; i++)
+		if (pd->table[i])
+			comm_free(pd->table[i]);
+	free(pd->table);
+	free(pd->free_ids);
+	fabnet_pool_fini(&pd->wops);
+	free(pd);
+	dev->proto = NULL;
+}
+
+/* ---- helpers shared with xfer.c ------------------------------------------ */
+int fabnet_proto_post(struct fabnet_comm *comm, struct fabnet_op *op)
+{
+	int rc = fabnet_dev_post(comm->dev, op);
+
+	if (rc == 0)
+		comm->ops_inflight++;
+	return rc;
+}
+
+static void reap_zombie(struct fabnet_comm *comm)
+{
+	struct fabnet_proto_dev *pd = PD(comm->dev);
+	struct fabnet_comm **pp = &pd->zombies;
+
+	while (*pp && *pp != comm)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = comm->next;
+	comm_free(comm);
+}
+
+void fabnet_proto_op_done(struct fabnet_comm *comm)
+{
+	if (comm->ops_inflight)
+		comm->ops_inflight--;
+	if (comm->closing && comm->ops_inflight == 0)
+		reap_zombie(comm);
+}
+
+static struct fabnet_comm *comm_new(struct fabnet_dev *dev, uint8_t kind)
+{
+	struct fabnet_comm *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->magic = FABNET_COMM_MAGIC;
+	c->kind = kind;
+	c->dev = dev;
+	if (alloc_id(PD(dev), c)) {
+		FN_WARN("fabnet: no comm id left on %s (%d in use). Close comms you no longer "
+			"need.", dev->name, FABNET_MAX_COMMS);
+		free(c);
+		return NULL;
+	}
+	if (kind != FABNET_LISTEN &&
+	    fabnet_pool_init(&c->reqs, sizeof(struct fabnet_req), FABNET_NREQS, NULL)) {
+		free_id(PD(dev), c->id);
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* ---- control-message ops -------------------------------------------------- */
+static void ctl_sent(struct fabnet_op *op, int err, const struct fi_cq_data_entry *e)
+{
+	struct fabnet_comm *c = op->owner;
+
+	fabnet_dev_txbuf_put(c->dev, op->buf);
+	op->buf = NULL;
+	if (err && !c->closing) {
+		if (c->kind == FABNET_SEND && c->state == FABNET_CONNECTING) {
+			FN_WARN("fabnet: connect on %s (comm %u): the CONNECT message could not be "
+				"delivered: %s. Is the listening process alive and reachable with "
+				"provider %s?", c->dev->name, c->id, fi_strerror(err),
+				c->dev->prov_name);
+			c->state = FABNET_FAILED;
+		} else {
+			fabnet_proto_fail_comm(c, fi_strerror(err));
+		}
+	}
+	fabnet_proto_op_done(c);
+}
+
+static int send_ctl(struct fabnet_comm *c, struct fabnet_op *op, void *buf, size_t len)
+{
+	memset(op, 0, sizeof(*op));
+	op->kind = FABNET_OP_SEND;
+	op->cb = ctl_sent;
+	op->owner = c;
+	op->buf = buf;
+	op->len = len;
+	op->desc = fabnet_dev_txbuf_desc(c->dev);
+	op->peer = c->peer;
+	return fabnet_proto_post(c, op);
+}
+
+/* ---- listen ---------------------------------------------------------------- */
+ncclResult_t fabnet_proto_listen(struct fabnet_dev *dev, void *handle, struct fabnet_comm **out)
+{
+	struct fabnet_handle h;
+	struct fabnet_comm *c;
+
+	*out = NULL;
+	c = comm_new(dev, FABNET_LISTEN);
+	if (!c)
+		return ncclSystemError;
+	c->state = FABNET_READY;
+	c->u.listen.nonce = random_nonce();
+	memset(&h, 0, sizeof(h));
+	h.listen_id = c->id;
+	h.nonce = c->u.listen.nonce;
+	h.addrlen = (uint8_t)dev->addrlen;
+	memcpy(h.addr, dev->addr, dev->addrlen);
+	if (dev->addrlen > FABNET_ADDR_MAX || fabnet_handle_encode(&h, handle, FABNET_HANDLE_SIZE)) {
+		FN_WARN("fabnet: the endpoint address of %s (%zu bytes) does not fit a handle",
+			dev->name, dev->addrlen);
+		comm_free(c);
+		return ncclInternalError;
+	}
+	*out = c;
+	return ncclSuccess;
+}
+
+static void on_connect(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_comm *l = fabnet_proto_lookup(dev, m->dst_id);
+	struct fabnet_pending_conn *p;
+
+	if (!l || l->kind != FABNET_LISTEN || l->closing || l->u.listen.nonce != m->u.connect.nonce) {
+		FN_INFO(NCCL_NET, "fabnet: CONNECT for listener %u on %s ignored: no such listener "
+			"(closed, or a stale handle)", m->dst_id, dev->name);
+		return;
+	}
+	for (unsigned i = 0; i < l->u.listen.npending; i++)
+		if (l->u.listen.pending[i].src_id == m->src_id &&
+		    l->u.listen.pending[i].addrlen == m->u.connect.addrlen &&
+		    !memcmp(l->u.listen.pending[i].addr, m->u.connect.addr, m->u.connect.addrlen))
+			return; /* duplicate */
+	if (l->u.listen.npending == l->u.listen.cap) {
+		unsigned cap = l->u.listen.cap ? l->u.listen.cap * 2 : 4;
+		p = realloc(l->u.listen.pending, cap * sizeof(*p));
+		if (!p) {
+			FN_WARN("fabnet: out of memory queueing a connection on %s", dev->name);
+			return;
+		}
+		l->u.listen.pending = p;
+		l->u.listen.cap = cap;
+	}
+	p = &l->u.listen.pending[l->u.listen.npending++];
+	p->src_id = m->src_id;
+	p->addrlen = m->u.connect.addrlen;
+	memcpy(p->addr, m->u.connect.addr, p->addrlen);
+}
+
+static void on_ack(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_comm *c = fabnet_proto_lookup(dev, m->dst_id);
+
+	if (!c || c->kind != FABNET_SEND || c->closing || c->state != FABNET_CONNECTING ||
+	    c->u.send.nonce != m->u.ack.nonce || m->src_id > FABNET_MAX_COMMS ||
+	    (c->peer_id && c->peer_id != m->src_id)) {
+		FN_INFO(NCCL_NET, "fabnet: CONNECT_ACK for comm %u on %s ignored (stale or "
+			"not connecting)", m->dst_id, dev->name);
+		return;
+	}
+	c->peer_id = (uint16_t)m->src_id;
+	c->state = FABNET_READY;
+}
+
+static void on_close(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_comm *c = fabnet_proto_lookup(dev, m->dst_id);
+
+	if (!c || c->kind == FABNET_LISTEN || c->closing || c->peer_id != m->src_id)
+		return;
+	c->peer_closed = 1;
+	c->peer_final_seq = m->seq;
+	FN_INFO(NCCL_NET, "fabnet: peer of comm %u on %s closed after %u operations", c->id,
+		dev->name, m->seq);
+}
+
+void fabnet_proto_on_msg(struct fabnet_dev *dev, const void *buf, size_t len)
+{
+	struct fabnet_msg m;
+	const char *why = fabnet_msg_decode(buf, len, &m);
+
+	if (why) {
+		FN_WARN("fabnet: dropped a malformed message (%zu bytes) on %s: %s. A peer runs "
+			"another fabnet version, or something else writes to this endpoint.",
+			len, dev->name, why);
+		return;
+	}
+	switch (m.type) {
+	case FABNET_MSG_CONNECT:
+		on_connect(dev, &m);
+		break;
+	case FABNET_MSG_CONNECT_ACK:
+		on_ack(dev, &m);
+		break;
+	case FABNET_MSG_CLOSE:
+		on_close(dev, &m);
+		break;
+	default:
+		fabnet_proto_xfer_msg(dev, &m);
+		break;
+	}
+}
+
+/* ---- connect ----------------------------------------------------------------- */
+static struct fabnet_comm *find_connecting(struct fabnet_proto_dev *pd, const void *handle,
+					   struct fabnet_comm ***link)
+{
+	struct fabnet_comm **pp = &pd->connecting;
+
+	for (; *pp; pp = &(*pp)->next)
+		if ((*pp)->u.send.handle_ptr == handle &&
+		    !memcmp((*pp)->u.send.handle, handle, FABNET_HANDLE_SIZE)) {
+			*link = pp;
+			return *pp;
+		}
+	return NULL;
+}
+
+ncclResult_t fabnet_proto_connect(struct fabnet_dev *dev, const void *handle,
+				  struct fabnet_comm **out)
+{
+	struct fabnet_proto_dev *pd = PD(dev);
+	struct fabnet_handle h;
+	struct fabnet_comm *c, **link;
+	const char *why;
+	void *buf;
+	size_t len;
+	unsigned timeout = fabnet_config()->connect_timeout_ms;
+
+	*out = NULL;
+	c = find_connecting(pd, handle, &link);
+	if (c) {
+		if (c->state == FABNET_READY) {
+			*link = c->next;
+			c->next = NULL;
+			*out = c;
+			return ncclSuccess;
+		}
+		if (c->state == FABNET_FAILED || elapsed_ms(&c->u.send.started) > timeout) {
+			if (c->state != FABNET_FAILED)
+				FN_WARN("fabnet: connect on %s: no answer from listener %u within %u ms "
+					"(FABNET_CONNECT_TIMEOUT_MS). Did the peer call accept(), and "
+					"can it reach this node with provider %s?", dev->name,
+					c->u.send.listen_id, timeout, dev->prov_name);
+			*link = c->next;
+			c->next = NULL;
+			c->closing = 1;
+			if (c->ops_inflight) {
+				c->next = pd->zombies;
+				pd->zombies = c;
+			} else {
+				comm_free(c);
+			}
+			return ncclRemoteError;
+		}
+		return ncclSuccess;
+	}
+
+	why = fabnet_handle_decode(handle, FABNET_HANDLE_SIZE, &h);
+	if (why) {
+		FN_WARN("fabnet: connect on %s: invalid connection handle: %s. Pass connect() the "
+			"handle that listen() filled in on the peer.", dev->name, why);
+		return ncclInvalidArgument;
+	}
+	buf = fabnet_dev_txbuf_get(dev);
+	if (!buf)
+		return ncclSuccess; /* try again on the next call */
+	c = comm_new(dev, FABNET_SEND);
+	if (!c) {
+		fabnet_dev_txbuf_put(dev, buf);
+		return ncclSystemError;
+	}
+	c->state = FABNET_CONNECTING;
+	c->u.send.nonce = h.nonce;
+	c->u.send.listen_id = h.listen_id;
+	memcpy(c->u.send.handle, handle, FABNET_HANDLE_SIZE);
+	c->u.send.handle_ptr = handle;
+	clock_gettime(CLOCK_MONOTONIC, &c->u.send.started);
+	if (fabnet_dev_peer(dev, h.addr, h.addrlen, &c->peer)) {
+		FN_WARN("fabnet: connect on %s: the listener's address in the handle is not usable "
+			"with provider %s", dev->name, dev->prov_name);
+		fabnet_dev_txbuf_put(dev, buf);
+		comm_free(c);
+		return ncclInvalidArgument;
+	}
+	len = fabnet_msg_encode_connect(buf, dev->buf_size, h.listen_id, c->id, h.nonce,
+					dev->addr, (uint8_t)dev->addrlen);
+	if (!len || send_ctl(c, &c->u.send.conn_op, buf, len)) {
+		fabnet_dev_txbuf_put(dev, buf);
+		comm_free(c);
+		return ncclSystemError;
+	}
+	c->next = pd->connecting;
+	pd->connecting = c;
+	return ncclSuccess;
+}
+
+/* ---- accept ------------------------------------------------------------------- */
+ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out)
+{
+	struct fabnet_dev *dev = l->dev;
+	struct fabnet_pending_conn p;
+	struct fabnet_comm *c;
+	void *buf;
+	size_t len;
+
+	*out = NULL;
+	if (l->u.listen.npending == 0)
+		return ncclSuccess;
+	buf = fabnet_dev_txbuf_get(dev);
+	if (!buf)
+		return ncclSuccess;
+	p = l->u.listen.pending[0];
+	c = comm_new(dev, FABNET_RECV);
+	if (!c) {
+		fabnet_dev_txbuf_put(dev, buf);
+		return ncclSystemError;
+	}
+	memmove(&l->u.listen.pending[0], &l->u.listen.pending[1],
+		(l->u.listen.npending - 1) * sizeof(p));
+	l->u.listen.npending--;
+	if (p.src_id > FABNET_MAX_COMMS || fabnet_dev_peer(dev, p.addr, p.addrlen, &c->peer)) {
+		FN_WARN("fabnet: accept on %s: the connecting peer's address is not usable",
+			dev->name);
+		fabnet_dev_txbuf_put(dev, buf);
+		comm_free(c);
+		return ncclRemoteError;
+	}
+	c->peer_id = (uint16_t)p.src_id;
+	c->state = FABNET_READY;
+	len = fabnet_msg_encode_ack(buf, dev->buf_size, c->peer_id, c->id, l->u.listen.nonce);
+	if (!len || send_ctl(c, &c->u.recv.ack_op, buf, len)) {
+		fabnet_dev_txbuf_put(dev, buf);
+		comm_free(c);
+		return ncclSystemError;
+	}
+	*out = c;
+	return ncclSuccess;
+}
+
+/* ---- close ------------------------------------------------------------------- */
+ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
+{
+	struct fabnet_dev *dev = c->dev;
+	struct fabnet_proto_dev *pd = PD(dev);
+
+	if (c->kind == FABNET_LISTEN) {
+		comm_free(c);
+		return ncclSuccess;
+	}
+	if (c->kind == FABNET_SEND && c->state == FABNET_CONNECTING) {
+		struct fabnet_comm **link;
+		if (find_connecting(pd, c->u.send.handle_ptr, &link) == c)
+			*link = c->next;
+		c->next = NULL;
+	}
+	/* Tell the peer how far we got, so it fails only what cannot complete. */
+	if (c->state == FABNET_READY && !c->peer_closed) {
+		void *buf = fabnet_dev_txbuf_get(dev);
+		if (buf) {
+			uint32_t final = c->seq;
+			size_t len;
+			if (c->kind == FABNET_SEND && c->u.send.cts[c->seq % FABNET_NSLOTS].valid &&
+			    c->u.send.cts[c->seq % FABNET_NSLOTS].taken)
+				final++;
+			len = fabnet_msg_encode_close(buf, dev->buf_size, c->peer_id, c->id, final);
+			/* The CLOSE op lives in a request-independent slot: reuse ack/conn op. */
+			struct fabnet_op *op = c->kind == FABNET_SEND ? &c->u.send.conn_op
+								      : &c->u.recv.ack_op;
+			if (op->posted || op->queued || !len || send_ctl(c, op, buf, len))
+				fabnet_dev_txbuf_put(dev, buf);
+		}
+	}
+	c->closing = 1;
+	c->ops_inflight++; /* hold the comm while cancelling below */
+	fabnet_proto_drop_stalled(c);
+	/* Posts the provider never took can simply be forgotten. */
+	for (struct fabnet_op *op = dev->retry_head, *next; op; op = next) {
+		next = op->next;
+		struct fabnet_comm *owner = NULL;
+		if (op->kind == FABNET_OP_RECV)
+			continue;
+		if (op->cb == ctl_sent)
+			owner = op->owner;
+		else
+			owner = ((struct fabnet_req *)op->owner)->comm;
+		if (owner == c) {
+			fabnet_dev_unqueue(dev, op);
+			op->cb(op, FI_ECANCELED, NULL);
+		}
+	}
+	c->ops_inflight--;
+	if (c->ops_inflight == 0) {
+		comm_free(c);
+	} else {
+		c->next = pd->zombies;
+		pd->zombies = c;
+	}
+	return ncclSuccess;
+}

@@ -1,0 +1,182 @@
+/*
+ * The protocol layer: comms and transfers on top of the shared endpoint.
+ *
+ * Receiver-driven, as NCCL's net_ib: irecv sends the sender a CTS ("clear to
+ * send") naming, for each of up to 8 grouped buffers, where to write (address,
+ * key, size, tag) and the receive's sequence number. isend waits for the CTS
+ * of its sequence, matches its tag, then either
+ *   - eager: sends header + payload in one message into the receiver's
+ *     pre-posted bounce buffers (small sends to host memory), or
+ *   - rendezvous: sends a FIN (size, number of writes) and RMA-writes the data
+ *     in chunks, each write carrying 32 bits of immediate data that name the
+ *     receiving comm, the sequence and the index.
+ * A receive entry completes when its EAGER arrived, or when its FIN arrived
+ * and as many writes as the FIN announced have landed, in whatever order:
+ * nothing depends on message or completion ordering (EFA's SRD reorders).
+ *
+ * Every byte a peer sends is decoded by core/wire.c and checked against the
+ * state it refers to (comm id and peer id, slot and sequence, index, size)
+ * before anything is written or completed.
+ */
+#ifndef FABNET_PROTOCOL_PROTO_H
+#define FABNET_PROTOCOL_PROTO_H
+
+#include <stdint.h>
+#include <time.h>
+
+#include "core/pool.h"
+#include "core/wire.h"
+#include "nccl_net_abi.h"
+#include "transport/device.h"
+#include "transport/mr.h"
+
+#define FABNET_NREQS NCCL_NET_MAX_REQUESTS /* requests per comm */
+#define FABNET_NSLOTS 32                    /* receives in flight per comm */
+#define FABNET_COMM_MAGIC 0x464e434du       /* "FNCM" */
+#define FABNET_REQ_MAGIC 0x464e5251u        /* "FNRQ" */
+#define FABNET_MAX_COMMS 65535              /* ids are 16 bits in the immediate */
+
+enum fabnet_comm_kind { FABNET_LISTEN = 1, FABNET_SEND, FABNET_RECV };
+enum fabnet_comm_state { FABNET_CONNECTING = 1, FABNET_READY, FABNET_FAILED };
+enum fabnet_req_kind { FABNET_REQ_SEND = 1, FABNET_REQ_RECV };
+
+struct fabnet_comm;
+
+struct fabnet_recv_entry {
+	uint8_t *data;
+	uint64_t size;   /* posted */
+	uint64_t got;    /* bytes the sender says it sent */
+	struct fabnet_mr *mr;
+	int32_t tag;
+	uint8_t done;
+	uint8_t fin_seen;
+	uint32_t writes_expected;
+	uint32_t writes_seen;
+};
+
+struct fabnet_req {
+	uint32_t magic;
+	uint8_t kind;
+	uint8_t failed;          /* ncclResult_t to report, 0 = none */
+	uint8_t msg_pending;     /* the CTS / EAGER / FIN op is with the provider */
+	struct fabnet_comm *comm;
+	uint32_t seq;
+	struct fabnet_op msg_op; /* CTS (recv) or EAGER/FIN (send) */
+	union {
+		struct {
+			int n;
+			int ndone;
+			struct fabnet_recv_entry e[FABNET_MAX_RECVS];
+		} recv;
+		struct {
+			uint8_t *data;
+			uint64_t size;
+			struct fabnet_mr *mr;
+			uint8_t idx;
+			uint64_t raddr;
+			uint64_t rkey;
+			uint64_t next_off;     /* next byte to write */
+			uint32_t nwrites;      /* writes this send needs */
+			uint32_t writes_posted;
+			uint32_t writes_done;
+			struct fabnet_req *stall_next; /* waiting for a write op */
+			uint8_t stalled;
+		} send;
+	} u;
+};
+
+struct fabnet_cts_slot {
+	uint8_t valid;
+	uint8_t n;
+	uint32_t seq;
+	uint32_t taken;
+	struct fabnet_cts_entry e[FABNET_MAX_RECVS];
+};
+
+struct fabnet_pending_conn {
+	uint32_t src_id;
+	uint8_t addrlen;
+	uint8_t addr[FABNET_ADDR_MAX];
+};
+
+struct fabnet_comm {
+	uint32_t magic;
+	uint8_t kind;
+	uint8_t state;
+	uint8_t closing;        /* closed by the user, freed once its ops drain */
+	uint8_t peer_closed;
+	struct fabnet_dev *dev;
+	uint16_t id;
+	uint16_t peer_id;
+	fi_addr_t peer;
+	uint32_t seq;           /* recv: next irecv; send: next CTS to consume */
+	uint32_t peer_final_seq;/* from the peer's CLOSE */
+	unsigned ops_inflight;  /* our ops the provider still owns */
+	struct fabnet_pool reqs;
+	struct fabnet_comm *next; /* connecting list or zombie list */
+	union {
+		struct {        /* FABNET_LISTEN */
+			uint64_t nonce;
+			struct fabnet_pending_conn *pending;
+			unsigned npending, cap;
+		} listen;
+		struct {        /* FABNET_SEND */
+			struct fabnet_cts_slot cts[FABNET_NSLOTS];
+			/* connect in progress: which handle, since when */
+			uint8_t handle[FABNET_HANDLE_SIZE];
+			const void *handle_ptr;
+			uint64_t nonce;
+			uint32_t listen_id;
+			struct timespec started;
+			struct fabnet_op conn_op;
+			void *conn_buf;
+		} send;
+		struct {        /* FABNET_RECV */
+			struct fabnet_req *slot[FABNET_NSLOTS];
+			struct fabnet_op ack_op;
+			void *ack_buf;
+		} recv;
+	} u;
+};
+
+/* Per-device protocol state, hung off dev->proto. */
+struct fabnet_proto_dev {
+	struct fabnet_comm **table; /* by id; ids are reused last-freed-last */
+	uint32_t cap;
+	uint32_t next_fresh;
+	uint16_t *free_ids;         /* FIFO ring of FABNET_MAX_COMMS + 1 */
+	uint32_t free_head, nfree;
+	struct fabnet_pool wops;    /* write ops shared by every send on the device */
+	struct fabnet_req *stall_head, *stall_tail; /* sends waiting for a write op */
+	struct fabnet_comm *connecting;
+	struct fabnet_comm *zombies;
+};
+
+/* All calls below take the device lock themselves. Results are ncclResult_t. */
+int fabnet_proto_dev_init(struct fabnet_dev *dev);   /* opens dev if needed */
+void fabnet_proto_dev_fini(struct fabnet_dev *dev);  /* frees every comm left */
+
+ncclResult_t fabnet_proto_listen(struct fabnet_dev *dev, void *handle, struct fabnet_comm **out);
+ncclResult_t fabnet_proto_connect(struct fabnet_dev *dev, const void *handle,
+				  struct fabnet_comm **out);
+ncclResult_t fabnet_proto_accept(struct fabnet_comm *listen, struct fabnet_comm **out);
+ncclResult_t fabnet_proto_close(struct fabnet_comm *comm);
+
+ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t size, int tag,
+				struct fabnet_mr *mr, struct fabnet_req **out);
+ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
+				const uint64_t *sizes, const int *tags, struct fabnet_mr **mrs,
+				struct fabnet_req **out);
+ncclResult_t fabnet_proto_test(struct fabnet_req *req, int *done, uint64_t *sizes);
+
+/* Internal to the protocol layer (comm.c <-> xfer.c). */
+struct fabnet_comm *fabnet_proto_lookup(struct fabnet_dev *dev, uint32_t id);
+void fabnet_proto_on_msg(struct fabnet_dev *dev, const void *buf, size_t len);
+void fabnet_proto_on_imm(struct fabnet_dev *dev, uint64_t data);
+void fabnet_proto_xfer_msg(struct fabnet_dev *dev, const struct fabnet_msg *m);
+void fabnet_proto_op_done(struct fabnet_comm *comm);
+void fabnet_proto_fail_comm(struct fabnet_comm *comm, const char *why);
+void fabnet_proto_drop_stalled(struct fabnet_comm *comm);
+int fabnet_proto_post(struct fabnet_comm *comm, struct fabnet_op *op);
+
+#endif

@@ -1,0 +1,596 @@
+/*
+ * Transfers: irecv / isend / test and the CTS, EAGER, FIN and immediate-data
+ * handlers. See proto.h for the protocol; the checks here are what keeps a
+ * confused or hostile peer from completing, or writing into, the wrong thing.
+ */
+#include "config.h"
+
+#include <string.h>
+
+#include <rdma/fi_errno.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/match.h"
+#include "protocol/proto.h"
+
+#define PD(dev) ((struct fabnet_proto_dev *)(dev)->proto)
+
+static struct fabnet_req *req_new(struct fabnet_comm *comm, uint8_t kind)
+{
+	struct fabnet_req *r = fabnet_pool_get(&comm->reqs);
+
+	if (!r)
+		return NULL;
+	memset(r, 0, sizeof(*r));
+	r->magic = FABNET_REQ_MAGIC;
+	r->kind = kind;
+	r->comm = comm;
+	return r;
+}
+
+static void req_free(struct fabnet_req *r)
+{
+	r->magic = 0;
+	fabnet_pool_put(&r->comm->reqs, r);
+}
+
+void fabnet_proto_fail_comm(struct fabnet_comm *comm, const char *why)
+{
+	if (comm->state == FABNET_FAILED)
+		return;
+	FN_WARN("fabnet: comm %u on %s (peer comm %u) failed: %s. Requests on it return "
+		"ncclRemoteError; check the peer process and its log.", comm->id, comm->dev->name,
+		comm->peer_id, why);
+	comm->state = FABNET_FAILED;
+}
+
+/* ---- sends: write scheduling ---------------------------------------------- */
+static void stall(struct fabnet_proto_dev *pd, struct fabnet_req *r)
+{
+	if (r->u.send.stalled)
+		return;
+	r->u.send.stalled = 1;
+	r->u.send.stall_next = NULL;
+	if (pd->stall_tail)
+		pd->stall_tail->u.send.stall_next = r;
+	else
+		pd->stall_head = r;
+	pd->stall_tail = r;
+}
+
+void fabnet_proto_drop_stalled(struct fabnet_comm *comm)
+{
+	struct fabnet_proto_dev *pd = PD(comm->dev);
+	struct fabnet_req **pp = &pd->stall_head, *prev = NULL;
+
+	while (*pp) {
+		struct fabnet_req *r = *pp;
+		if (r->comm == comm) {
+			*pp = r->u.send.stall_next;
+			r->u.send.stalled = 0;
+			continue;
+		}
+		prev = r;
+		pp = &r->u.send.stall_next;
+	}
+	pd->stall_tail = prev;
+}
+
+static void write_done(struct fabnet_op *op, int err, const struct fi_cq_data_entry *e);
+
+/* Posts the next chunks of a rendezvous send, at most writes_in_flight at a
+ * time, so that a large send never floods the provider's queue. */
+static void send_advance(struct fabnet_req *r)
+{
+	struct fabnet_comm *comm = r->comm;
+	struct fabnet_dev *dev = comm->dev;
+	struct fabnet_proto_dev *pd = PD(dev);
+	unsigned wif = fabnet_config()->writes_in_flight;
+
+	while (!r->failed && !comm->closing && r->u.send.next_off < r->u.send.size &&
+	       r->u.send.writes_posted - r->u.send.writes_done < wif) {
+		struct fabnet_op *op = fabnet_pool_get(&pd->wops);
+		uint64_t left = r->u.send.size - r->u.send.next_off;
+		if (!op) {
+			stall(pd, r);
+			return;
+		}
+		memset(op, 0, sizeof(*op));
+		op->kind = FABNET_OP_WRITE;
+		op->cb = write_done;
+		op->owner = r;
+		op->buf = r->u.send.data + r->u.send.next_off;
+		op->len = left < dev->max_write ? (size_t)left : dev->max_write;
+		op->desc = r->u.send.mr ? r->u.send.mr->desc : NULL;
+		op->peer = comm->peer;
+		op->raddr = r->u.send.raddr + r->u.send.next_off;
+		op->rkey = r->u.send.rkey;
+		op->imm = fabnet_imm_pack(comm->peer_id, (uint8_t)r->seq, r->u.send.idx);
+		if (fabnet_proto_post(comm, op)) {
+			fabnet_pool_put(&pd->wops, op);
+			r->failed = ncclSystemError;
+			return;
+		}
+		r->u.send.next_off += op->len;
+		r->u.send.writes_posted++;
+	}
+}
+
+static void unstall(struct fabnet_proto_dev *pd)
+{
+	while (pd->stall_head && pd->wops.nfree) {
+		struct fabnet_req *r = pd->stall_head;
+		pd->stall_head = r->u.send.stall_next;
+		if (!pd->stall_head)
+			pd->stall_tail = NULL;
+		r->u.send.stalled = 0;
+		send_advance(r);
+	}
+}
+
+static void write_done(struct fabnet_op *op, int err, const struct fi_cq_data_entry *e)
+{
+	struct fabnet_req *r = op->owner;
+	struct fabnet_comm *comm = r->comm;
+	struct fabnet_proto_dev *pd = PD(comm->dev);
+
+	fabnet_pool_put(&pd->wops, op);
+	r->u.send.writes_done++;
+	if (err && err != FI_ECANCELED && !comm->closing) {
+		FN_WARN("fabnet: RMA write of send seq %u on comm %u (%s) failed: %s. The receiver "
+			"closed, died, or deregistered its buffer.", r->seq, comm->id,
+			comm->dev->name, fi_strerror(err));
+		r->failed = ncclRemoteError;
+	} else if (err) {
+		r->failed = ncclRemoteError;
+	}
+	send_advance(r);
+	unstall(pd);
+	fabnet_proto_op_done(comm);
+}
+
+static void msg_sent(struct fabnet_op *op, int err, const struct fi_cq_data_entry *e)
+{
+	struct fabnet_req *r = op->owner;
+	struct fabnet_comm *comm = r->comm;
+
+	fabnet_dev_txbuf_put(comm->dev, op->buf);
+	op->buf = NULL;
+	r->msg_pending = 0;
+	if (err) {
+		if (err != FI_ECANCELED && !comm->closing)
+			FN_WARN("fabnet: %s of seq %u on comm %u (%s) was not delivered: %s. Is the "
+				"peer alive?", r->kind == FABNET_REQ_RECV ? "CTS" : "send message",
+				r->seq, comm->id, comm->dev->name, fi_strerror(err));
+		r->failed = ncclRemoteError;
+	}
+	fabnet_proto_op_done(comm);
+}
+
+static int post_msg(struct fabnet_req *r, void *buf, size_t len)
+{
+	struct fabnet_comm *comm = r->comm;
+	struct fabnet_op *op = &r->msg_op;
+
+	memset(op, 0, sizeof(*op));
+	op->kind = FABNET_OP_SEND;
+	op->cb = msg_sent;
+	op->owner = r;
+	op->buf = buf;
+	op->len = len;
+	op->desc = fabnet_dev_txbuf_desc(comm->dev);
+	op->peer = comm->peer;
+	if (fabnet_proto_post(comm, op))
+		return -1;
+	r->msg_pending = 1;
+	return 0;
+}
+
+/* ---- isend ------------------------------------------------------------------ */
+static ncclResult_t comm_usable(struct fabnet_comm *comm, const char *call)
+{
+	if (comm->state == FABNET_FAILED) {
+		FN_WARN("fabnet: %s on failed comm %u (%s)", call, comm->id, comm->dev->name);
+		return ncclRemoteError;
+	}
+	if (comm->peer_closed && comm->seq >= comm->peer_final_seq) {
+		FN_WARN("fabnet: %s on comm %u (%s): the peer closed its side after %u operations",
+			call, comm->id, comm->dev->name, comm->peer_final_seq);
+		return ncclRemoteError;
+	}
+	return ncclSuccess;
+}
+
+ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t size, int tag,
+				struct fabnet_mr *mr, struct fabnet_req **out)
+{
+	struct fabnet_dev *dev = comm->dev;
+	struct fabnet_cts_slot *cts = &comm->u.send.cts[comm->seq % FABNET_NSLOTS];
+	struct fabnet_cts_entry *e;
+	struct fabnet_req *r;
+	int32_t tags[FABNET_MAX_RECVS];
+	ncclResult_t res;
+	int idx, eager;
+	void *buf;
+	size_t len;
+
+	*out = NULL;
+	fabnet_dev_progress(dev);
+	res = comm_usable(comm, "isend");
+	if (res)
+		return res;
+	if (!cts->valid || cts->seq != comm->seq)
+		return ncclSuccess; /* the receiver has not posted yet */
+	for (int i = 0; i < cts->n; i++)
+		tags[i] = cts->e[i].tag;
+	idx = fabnet_match_tag(cts->n, tags, cts->taken, tag);
+	if (idx < 0) {
+		FN_WARN("fabnet: isend with tag %d on comm %u (%s) matches no free entry of the "
+			"receiver's group %u (%d buffers). Sends and grouped receives disagree.",
+			tag, comm->id, dev->name, cts->seq, cts->n);
+		return ncclInvalidUsage;
+	}
+	e = &cts->e[idx];
+	eager = size <= dev->eager_max && (size == 0 || (e->flags & FABNET_CTS_EAGER_OK));
+	if (size > e->size) {
+		FN_WARN("fabnet: isend of %llu bytes (tag %d) on comm %u (%s) but the receiver "
+			"posted %llu bytes: refusing to truncate.", (unsigned long long)size, tag,
+			comm->id, dev->name, (unsigned long long)e->size);
+		return ncclInvalidUsage;
+	}
+	if (!eager) {
+		if (!mr && dev->local_mr) {
+			FN_WARN("fabnet: isend of %llu bytes needs a registered buffer (provider %s "
+				"requires FI_MR_LOCAL): pass the mhandle from regMr",
+				(unsigned long long)size, dev->prov_name);
+			return ncclInvalidArgument;
+		}
+		if (mr && !fabnet_mr_covers(mr, data, size)) {
+			FN_WARN("fabnet: isend buffer %p+%llu lies outside its registration", data,
+				(unsigned long long)size);
+			return ncclInvalidArgument;
+		}
+	}
+	buf = fabnet_dev_txbuf_get(dev);
+	if (!buf)
+		return ncclSuccess;
+	r = req_new(comm, FABNET_REQ_SEND);
+	if (!r) {
+		fabnet_dev_txbuf_put(dev, buf);
+		return ncclSuccess;
+	}
+	r->seq = cts->seq;
+	r->u.send.data = data;
+	r->u.send.size = size;
+	r->u.send.mr = mr;
+	r->u.send.idx = (uint8_t)idx;
+	r->u.send.raddr = e->addr;
+	r->u.send.rkey = e->key;
+	if (eager) {
+		len = fabnet_msg_encode_eager(buf, dev->buf_size, comm->peer_id, comm->id, r->seq,
+					      (uint8_t)idx, 0, size);
+		if (size)
+			memcpy((uint8_t *)buf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED, data, size);
+	} else {
+		r->u.send.nwrites = (uint32_t)(1 + (size - 1) / dev->max_write);
+		len = fabnet_msg_encode_fin(buf, dev->buf_size, comm->peer_id, comm->id, r->seq,
+					    (uint8_t)idx, 0, r->u.send.nwrites, size);
+	}
+	if (!len || post_msg(r, buf, len)) {
+		fabnet_dev_txbuf_put(dev, buf);
+		req_free(r);
+		return ncclSystemError;
+	}
+	cts->taken |= 1u << idx;
+	if (cts->taken == (1u << cts->n) - 1) {
+		cts->valid = 0;
+		comm->seq++;
+	}
+	if (!eager)
+		send_advance(r);
+	*out = r;
+	return ncclSuccess;
+}
+
+/* ---- irecv ------------------------------------------------------------------ */
+ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
+				const uint64_t *sizes, const int *tags, struct fabnet_mr **mrs,
+				struct fabnet_req **out)
+{
+	struct fabnet_dev *dev = comm->dev;
+	struct fabnet_cts_entry e[FABNET_MAX_RECVS];
+	struct fabnet_req *r;
+	uint32_t slot = comm->seq % FABNET_NSLOTS;
+	ncclResult_t res;
+	void *buf;
+	size_t len;
+
+	*out = NULL;
+	fabnet_dev_progress(dev);
+	res = comm_usable(comm, "irecv");
+	if (res)
+		return res;
+	for (int i = 0; i < n; i++) {
+		struct fabnet_mr *mr = mrs ? mrs[i] : NULL;
+		memset(&e[i], 0, sizeof(e[i]));
+		if (!mr && sizes[i] > dev->eager_max) {
+			FN_WARN("fabnet: irecv of %llu bytes without a registered buffer: pass the "
+				"mhandle from regMr", (unsigned long long)sizes[i]);
+			return ncclInvalidArgument;
+		}
+		if (mr && sizes[i] && !fabnet_mr_covers(mr, data[i], sizes[i])) {
+			FN_WARN("fabnet: irecv buffer %p+%llu lies outside its registration", data[i],
+				(unsigned long long)sizes[i]);
+			return ncclInvalidArgument;
+		}
+		e[i].addr = mr ? fabnet_mr_remote_addr(mr, data[i]) : 0;
+		e[i].key = mr ? mr->key : 0;
+		e[i].size = sizes[i];
+		e[i].tag = tags[i];
+		e[i].flags = !mr || mr->type == NCCL_PTR_HOST ? FABNET_CTS_EAGER_OK : 0;
+	}
+	if (comm->u.recv.slot[slot])
+		return ncclSuccess; /* 32 receives in flight: retry later */
+	buf = fabnet_dev_txbuf_get(dev);
+	if (!buf)
+		return ncclSuccess;
+	r = req_new(comm, FABNET_REQ_RECV);
+	if (!r) {
+		fabnet_dev_txbuf_put(dev, buf);
+		return ncclSuccess;
+	}
+	r->seq = comm->seq;
+	r->u.recv.n = n;
+	for (int i = 0; i < n; i++) {
+		r->u.recv.e[i].data = data[i];
+		r->u.recv.e[i].size = sizes[i];
+		r->u.recv.e[i].mr = mrs ? mrs[i] : NULL;
+		r->u.recv.e[i].tag = tags[i];
+	}
+	len = fabnet_msg_encode_cts(buf, dev->buf_size, comm->peer_id, comm->id, r->seq,
+				    (uint8_t)n, e);
+	/* Claim the slot first: the sender's data may arrive before our own CTS
+	 * completion is reported. */
+	comm->u.recv.slot[slot] = r;
+	if (!len || post_msg(r, buf, len)) {
+		comm->u.recv.slot[slot] = NULL;
+		fabnet_dev_txbuf_put(dev, buf);
+		req_free(r);
+		return ncclSystemError;
+	}
+	comm->seq++;
+	*out = r;
+	return ncclSuccess;
+}
+
+/* ---- incoming data ------------------------------------------------------------ */
+static struct fabnet_req *recv_target(struct fabnet_dev *dev, uint32_t comm_id, uint32_t src_id,
+				      int check_src, uint32_t seq, int seq_bits, uint8_t idx,
+				      const char *what)
+{
+	struct fabnet_comm *c = fabnet_proto_lookup(dev, comm_id);
+	struct fabnet_req *r;
+	uint32_t mask = seq_bits >= 32 ? 0xffffffffu : (1u << seq_bits) - 1;
+
+	if (!c || c->kind != FABNET_RECV || c->closing) {
+		FN_INFO(NCCL_NET, "fabnet: %s for unknown or closed comm %u on %s dropped", what,
+			comm_id, dev->name);
+		return NULL;
+	}
+	if (check_src && c->peer_id != src_id) {
+		FN_WARN("fabnet: %s for comm %u on %s claims to come from comm %u, not its peer "
+			"%u: dropped", what, comm_id, dev->name, src_id, c->peer_id);
+		return NULL;
+	}
+	r = c->u.recv.slot[seq % FABNET_NSLOTS];
+	if (!r || (r->seq & mask) != (seq & mask)) {
+		FN_WARN("fabnet: %s for comm %u on %s names receive %u, which is not posted "
+			"(stale or forged): dropped", what, comm_id, dev->name, seq);
+		return NULL;
+	}
+	if (idx >= r->u.recv.n) {
+		FN_WARN("fabnet: %s for comm %u on %s names buffer %u of a group of %d: dropped",
+			what, comm_id, dev->name, idx, r->u.recv.n);
+		return NULL;
+	}
+	if (r->u.recv.e[idx].done) {
+		FN_WARN("fabnet: %s for comm %u on %s repeats a completed buffer: dropped", what,
+			comm_id, dev->name);
+		return NULL;
+	}
+	return r;
+}
+
+static void entry_done(struct fabnet_req *r, struct fabnet_recv_entry *e)
+{
+	e->done = 1;
+	r->u.recv.ndone++;
+}
+
+static void entry_fail(struct fabnet_req *r, struct fabnet_recv_entry *e, const char *why)
+{
+	FN_WARN("fabnet: receive seq %u on comm %u (%s) failed: %s", r->seq, r->comm->id,
+		r->comm->dev->name, why);
+	r->failed = ncclRemoteError;
+	entry_done(r, e);
+}
+
+static void on_cts(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_comm *c = fabnet_proto_lookup(dev, m->dst_id);
+	struct fabnet_cts_slot *s;
+
+	if (!c || c->kind != FABNET_SEND || c->closing || c->state == FABNET_FAILED)
+		return;
+	if (c->peer_id && c->peer_id != m->src_id) {
+		FN_WARN("fabnet: CTS for comm %u on %s from comm %u, not its peer %u: dropped",
+			c->id, dev->name, m->src_id, c->peer_id);
+		return;
+	}
+	if (m->src_id > FABNET_MAX_COMMS || m->seq - c->seq >= FABNET_NSLOTS) {
+		FN_WARN("fabnet: CTS seq %u for comm %u on %s is outside the window [%u, %u): "
+			"dropped", m->seq, c->id, dev->name, c->seq, c->seq + FABNET_NSLOTS);
+		return;
+	}
+	s = &c->u.send.cts[m->seq % FABNET_NSLOTS];
+	if (s->valid) {
+		fabnet_proto_fail_comm(c, "the receiver reused a receive slot still in use");
+		return;
+	}
+	/* The ACK may still be on its way: the first CTS tells us the peer. */
+	if (!c->peer_id)
+		c->peer_id = (uint16_t)m->src_id;
+	s->valid = 1;
+	s->n = m->u.cts.n;
+	s->seq = m->seq;
+	s->taken = 0;
+	memcpy(s->e, m->u.cts.e, sizeof(s->e[0]) * s->n);
+}
+
+static void on_eager(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_req *r = recv_target(dev, m->dst_id, m->src_id, 1, m->seq, 32,
+					   m->u.eager.idx, "EAGER");
+	struct fabnet_recv_entry *e;
+
+	if (!r)
+		return;
+	e = &r->u.recv.e[m->u.eager.idx];
+	if (e->fin_seen || e->writes_seen) {
+		entry_fail(r, e, "the sender mixed an eager message with RMA writes");
+		return;
+	}
+	if (m->u.eager.size > e->size) {
+		entry_fail(r, e, "the sender sent more bytes than the buffer holds");
+		return;
+	}
+	if (m->u.eager.size)
+		memcpy(e->data, m->u.eager.payload, m->u.eager.size);
+	e->got = m->u.eager.size;
+	entry_done(r, e);
+}
+
+static void on_fin(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_req *r = recv_target(dev, m->dst_id, m->src_id, 1, m->seq, 32, m->u.fin.idx,
+					   "FIN");
+	struct fabnet_recv_entry *e;
+
+	if (!r)
+		return;
+	e = &r->u.recv.e[m->u.fin.idx];
+	if (e->fin_seen) {
+		entry_fail(r, e, "duplicate FIN");
+		return;
+	}
+	if (m->u.fin.flags & FABNET_FIN_ERROR) {
+		entry_fail(r, e, "the sender reported an error for this buffer");
+		return;
+	}
+	if (m->u.fin.size > e->size) {
+		entry_fail(r, e, "the sender claims more bytes than the buffer holds");
+		return;
+	}
+	e->fin_seen = 1;
+	e->got = m->u.fin.size;
+	e->writes_expected = m->u.fin.nwrites;
+	if (e->writes_seen > e->writes_expected)
+		entry_fail(r, e, "more writes landed than the sender announced");
+	else if (e->writes_seen == e->writes_expected)
+		entry_done(r, e);
+}
+
+void fabnet_proto_on_imm(struct fabnet_dev *dev, uint64_t data)
+{
+	struct fabnet_imm imm;
+	const char *why = fabnet_imm_unpack(data, &imm);
+	struct fabnet_req *r;
+	struct fabnet_recv_entry *e;
+
+	if (why) {
+		FN_WARN("fabnet: dropped immediate data 0x%llx on %s: %s",
+			(unsigned long long)data, dev->name, why);
+		return;
+	}
+	r = recv_target(dev, imm.comm_id, 0, 0, imm.seq, 8, imm.idx, "RMA write");
+	if (!r)
+		return;
+	e = &r->u.recv.e[imm.idx];
+	if (!e->mr) {
+		entry_fail(r, e, "an RMA write landed in a buffer posted without registration");
+		return;
+	}
+	e->writes_seen++;
+	if (e->fin_seen) {
+		if (e->writes_seen > e->writes_expected)
+			entry_fail(r, e, "more writes landed than the sender announced");
+		else if (e->writes_seen == e->writes_expected)
+			entry_done(r, e);
+	}
+}
+
+void fabnet_proto_xfer_msg(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	switch (m->type) {
+	case FABNET_MSG_CTS:
+		on_cts(dev, m);
+		break;
+	case FABNET_MSG_EAGER:
+		on_eager(dev, m);
+		break;
+	case FABNET_MSG_FIN:
+		on_fin(dev, m);
+		break;
+	default:
+		break;
+	}
+}
+
+/* ---- test ---------------------------------------------------------------------- */
+static int req_finished(struct fabnet_req *r)
+{
+	struct fabnet_comm *c = r->comm;
+
+	if (r->msg_pending)
+		return 0;
+	if (r->kind == FABNET_REQ_SEND)
+		return r->u.send.writes_done == r->u.send.writes_posted &&
+		       (r->failed || r->u.send.writes_posted == r->u.send.nwrites);
+	if (r->u.recv.ndone == r->u.recv.n)
+		return 1;
+	if (!r->failed && (c->state == FABNET_FAILED ||
+			   (c->peer_closed && r->seq >= c->peer_final_seq))) {
+		FN_WARN("fabnet: receive seq %u on comm %u (%s) cannot complete: the peer %s", r->seq,
+			c->id, c->dev->name, c->state == FABNET_FAILED ? "failed" : "closed");
+		r->failed = ncclRemoteError;
+	}
+	return r->failed != 0;
+}
+
+ncclResult_t fabnet_proto_test(struct fabnet_req *r, int *done, uint64_t *sizes)
+{
+	struct fabnet_comm *c = r->comm;
+	ncclResult_t res;
+	int rc;
+
+	*done = 0;
+	rc = fabnet_dev_progress(c->dev);
+	if (rc)
+		fabnet_proto_fail_comm(c, "the completion queue failed");
+	if (!req_finished(r))
+		return ncclSuccess;
+	*done = 1;
+	res = r->failed;
+	if (sizes) {
+		if (r->kind == FABNET_REQ_SEND)
+			sizes[0] = r->u.send.size;
+		else
+			for (int i = 0; i < r->u.recv.n; i++)
+				sizes[i] = r->u.recv.e[i].got;
+	}
+	if (r->kind == FABNET_REQ_RECV)
+		c->u.recv.slot[r->seq % FABNET_NSLOTS] = NULL;
+	req_free(r);
+	return res;
+}

@@ -1,0 +1,83 @@
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <rdma/fi_errno.h>
+
+#include "core/log.h"
+#include "transport/mr.h"
+
+int fabnet_mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type,
+		  struct fabnet_mr **out)
+{
+	struct fi_mr_attr attr;
+	struct iovec iov = {.iov_base = buf, .iov_len = len};
+	struct fabnet_mr *m;
+	int rc;
+
+	*out = NULL;
+	if (!dev->domain)
+		return -FI_EINVAL;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return -FI_ENOMEM;
+	memset(&attr, 0, sizeof(attr));
+	attr.mr_iov = &iov;
+	attr.iov_count = 1;
+	attr.access = FI_SEND | FI_RECV | FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE;
+	/* Keys we choose are never handed out twice on a domain (a 64-bit counter),
+	 * so a peer holding an old key cannot reach a newer registration. */
+	attr.requested_key = dev->prov_key ? 0 : dev->next_key++;
+	attr.iface = FI_HMEM_SYSTEM;
+	rc = fi_mr_regattr(dev->domain, &attr, 0, &m->mr);
+	if (rc) {
+		FN_WARN("fabnet: fi_mr_regattr of %zu bytes at %p on %s failed: %s (%d). Raise the "
+			"locked-memory limit (ulimit -l) or register less.", len, buf, dev->name,
+			fi_strerror(-rc), rc);
+		free(m);
+		return rc;
+	}
+	if (dev->mr_endpoint) {
+		rc = fi_mr_bind(m->mr, &dev->ep->fid, 0);
+		if (!rc)
+			rc = fi_mr_enable(m->mr);
+		if (rc) {
+			FN_WARN("fabnet: binding a memory region to the endpoint on %s failed: %s (%d)",
+				dev->name, fi_strerror(-rc), rc);
+			fi_close(&m->mr->fid);
+			free(m);
+			return rc;
+		}
+	}
+	m->magic = FABNET_MR_MAGIC;
+	m->type = type;
+	m->dev = dev;
+	m->desc = fi_mr_desc(m->mr);
+	m->key = fi_mr_key(m->mr);
+	m->base = (uintptr_t)buf;
+	m->len = len;
+	*out = m;
+	return 0;
+}
+
+void fabnet_mr_dereg(struct fabnet_mr *m)
+{
+	if (!m)
+		return;
+	if (m->mr)
+		fi_close(&m->mr->fid);
+	m->magic = 0;
+	free(m);
+}
+
+uint64_t fabnet_mr_remote_addr(const struct fabnet_mr *m, const void *ptr)
+{
+	return m->dev->virt_addr ? (uint64_t)(uintptr_t)ptr : (uint64_t)((uintptr_t)ptr - m->base);
+}
+
+int fabnet_mr_covers(const struct fabnet_mr *m, const void *ptr, size_t len)
+{
+	uintptr_t p = (uintptr_t)ptr;
+	return p >= m->base && len <= m->len && p - m->base <= m->len - len;
+}

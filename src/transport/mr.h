@@ -1,0 +1,35 @@
+/* Memory registration on a device, following the provider's mr_mode:
+ * FI_MR_PROV_KEY or keys we choose, FI_MR_VIRT_ADDR or offsets, FI_MR_ENDPOINT
+ * binding, FI_MR_LOCAL descriptors. */
+#ifndef FABNET_TRANSPORT_MR_H
+#define FABNET_TRANSPORT_MR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "transport/device.h"
+
+#define FABNET_MR_MAGIC 0x464e4d52u /* "FNMR" */
+
+struct fabnet_mr {
+	uint32_t magic;
+	int type;          /* NCCL_PTR_HOST, ... */
+	struct fabnet_dev *dev;
+	struct fid_mr *mr;
+	void *desc;        /* fi_mr_desc(), for FI_MR_LOCAL */
+	uint64_t key;      /* what the peer needs to write here */
+	uintptr_t base;
+	size_t len;
+};
+
+/* Registers [buf, buf+len) for local and remote access. Returns 0 or a negative
+ * FI_E* code (logged with the reason). */
+int fabnet_mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type,
+		  struct fabnet_mr **out);
+void fabnet_mr_dereg(struct fabnet_mr *mr);
+/* The address a peer puts in its write to reach ptr: virtual or offset. */
+uint64_t fabnet_mr_remote_addr(const struct fabnet_mr *mr, const void *ptr);
+/* True when [ptr, ptr+len) lies inside the registration. */
+int fabnet_mr_covers(const struct fabnet_mr *mr, const void *ptr, size_t len);
+
+#endif
