@@ -4,7 +4,7 @@
  * and back; nothing else lives here. These seven symbols are the only ones
  * the shared object exports.
  */
-#include "config.h"
+#include <config.h>
 
 #include <limits.h>
 #include <stdlib.h>

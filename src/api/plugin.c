@@ -3,7 +3,7 @@
  * validation of everything NCCL hands us, and the device lock around each
  * call into the protocol layer.
  */
-#include "config.h"
+#include <config.h>
 
 #include <limits.h>
 #include <pthread.h>

@@ -17,7 +17,7 @@
  * flight are abandoned (their completions are swallowed) and the comm's memory
  * is freed once the provider has returned every operation it owned.
  */
-#include "config.h"
+#include <config.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -240,10 +240,13 @@ static void ctl_sent(struct fabnet_op *op, int err, const struct fi_cq_data_entr
 	fabnet_proto_op_done(c);
 }
 
-static int send_ctl(struct fabnet_comm *c, struct fabnet_op *op, void *buf, size_t len)
+/* best_effort: failure is expected (a CLOSE may find the peer gone already). */
+static int send_ctl(struct fabnet_comm *c, struct fabnet_op *op, void *buf, size_t len,
+		    int best_effort)
 {
 	memset(op, 0, sizeof(*op));
 	op->kind = FABNET_OP_SEND;
+	op->best_effort = (uint8_t)best_effort;
 	op->cb = ctl_sent;
 	op->owner = c;
 	op->buf = buf;
@@ -449,7 +452,7 @@ ncclResult_t fabnet_proto_connect(struct fabnet_dev *dev, const void *handle,
 	}
 	len = fabnet_msg_encode_connect(buf, dev->buf_size, h.listen_id, c->id, h.nonce,
 					dev->addr, (uint8_t)dev->addrlen);
-	if (!len || send_ctl(c, &c->u.send.conn_op, buf, len)) {
+	if (!len || send_ctl(c, &c->u.send.conn_op, buf, len, 0)) {
 		fabnet_dev_txbuf_put(dev, buf);
 		comm_free(c);
 		return ncclSystemError;
@@ -493,7 +496,7 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 	c->peer_id = (uint16_t)p.src_id;
 	c->state = FABNET_READY;
 	len = fabnet_msg_encode_ack(buf, dev->buf_size, c->peer_id, c->id, l->u.listen.nonce);
-	if (!len || send_ctl(c, &c->u.recv.ack_op, buf, len)) {
+	if (!len || send_ctl(c, &c->u.recv.ack_op, buf, len, 0)) {
 		fabnet_dev_txbuf_put(dev, buf);
 		comm_free(c);
 		return ncclSystemError;
@@ -531,7 +534,7 @@ ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
 			/* The CLOSE op lives in a request-independent slot: reuse ack/conn op. */
 			struct fabnet_op *op = c->kind == FABNET_SEND ? &c->u.send.conn_op
 								      : &c->u.recv.ack_op;
-			if (op->posted || op->queued || !len || send_ctl(c, op, buf, len))
+			if (op->posted || op->queued || !len || send_ctl(c, op, buf, len, 1))
 				fabnet_dev_txbuf_put(dev, buf);
 		}
 	}

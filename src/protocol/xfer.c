@@ -3,7 +3,7 @@
  * handlers. See proto.h for the protocol; the checks here are what keeps a
  * confused or hostile peer from completing, or writing into, the wrong thing.
  */
-#include "config.h"
+#include <config.h>
 
 #include <string.h>
 

@@ -1,4 +1,4 @@
-#include "config.h"
+#include <config.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -91,9 +91,10 @@ int fabnet_dev_post(struct fabnet_dev *dev, struct fabnet_op *op)
 		enqueue(dev, op);
 		return 0;
 	}
-	FN_WARN("fabnet: %s on %s (%zu bytes) failed: %s (%zd). The endpoint may be broken; "
-		"check the peer and the provider.", op_name(op->kind), dev->name, op->len,
-		fi_strerror((int)-rc), rc);
+	fabnet_log(op->best_effort ? NCCL_LOG_INFO : NCCL_LOG_WARN, NCCL_NET, __FILE__, __LINE__,
+		   "fabnet: %s on %s (%zu bytes) failed: %s (%zd). The endpoint may be broken; "
+		   "check the peer and the provider.", op_name(op->kind), dev->name, op->len,
+		   fi_strerror((int)-rc), rc);
 	return (int)rc;
 }
 
@@ -134,7 +135,7 @@ static void read_cq_error(struct fabnet_dev *dev)
 	op = err.op_context;
 	detail[0] = '\0';
 	fi_cq_strerror(dev->cq, err.prov_errno, err.err_data, detail, sizeof(detail));
-	if (err.err != FI_ECANCELED)
+	if (err.err != FI_ECANCELED && !(op && op->best_effort))
 		FN_INFO(NCCL_NET, "fabnet: %s completed with error on %s: %s (%d), provider: %s",
 			op ? op_name(op->kind) : "operation", dev->name, fi_strerror(err.err),
 			err.err, detail);
@@ -148,8 +149,11 @@ static void dispatch(struct fabnet_dev *dev, const struct fi_cq_data_entry *e)
 {
 	struct fabnet_op *op = e->op_context;
 
-	/* We never send messages with CQ data: remote CQ data is a write's immediate. */
-	if (e->flags & FI_REMOTE_CQ_DATA) {
+	/* We never send messages with CQ data, so remote CQ data is a peer's write
+	 * landing here. Some providers (sockets) also flag our own writedata's local
+	 * completion with FI_REMOTE_CQ_DATA: FI_WRITE tells those apart. */
+	if ((e->flags & FI_REMOTE_WRITE) ||
+	    ((e->flags & FI_REMOTE_CQ_DATA) && !(e->flags & (FI_WRITE | FI_SEND | FI_READ)))) {
 		dev->up.on_imm(dev, e->data);
 		/* With FI_RX_CQ_DATA the write consumed one of our receive buffers. */
 		if (dev->rx_cq_data && op && op->kind == FABNET_OP_RECV) {

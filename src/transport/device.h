@@ -36,6 +36,7 @@ struct fabnet_op {
 	uint8_t kind;
 	uint8_t queued;         /* on the retry list */
 	uint8_t posted;         /* owned by the provider until its completion */
+	uint8_t best_effort;    /* failure is expected (CLOSE to a gone peer): log at INFO */
 	fabnet_op_cb cb;
 	void *owner;
 	struct fabnet_op *next;
