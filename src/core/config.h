@@ -1,0 +1,50 @@
+/*
+ * fabnet's configuration: every FABNET_* variable is read here, once, and
+ * documented in docs/configuration.md. The parser takes a lookup function so
+ * that unit tests can feed it values without touching the environment.
+ */
+#ifndef FABNET_CORE_CONFIG_H
+#define FABNET_CORE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum fabnet_config_source { FABNET_SRC_DEFAULT = 0, FABNET_SRC_ENV = 1 };
+
+struct fabnet_config {
+	char provider[64];        /* FABNET_PROVIDER, else FI_PROVIDER; "" = automatic */
+	char provider_from[32];   /* which variable chose it */
+	char iface[256];          /* FABNET_IFACE: comma-separated domain names */
+	size_t eager_max;         /* FABNET_EAGER_MAX: largest message sent inline */
+	unsigned rx_buffers;      /* FABNET_RX_BUFFERS: pre-posted receive buffers per device */
+	unsigned tx_buffers;      /* FABNET_TX_BUFFERS: send bounce buffers per device */
+	size_t max_write;         /* FABNET_MAX_WRITE: largest single RMA write, 0 = provider's */
+	unsigned writes_in_flight;/* FABNET_WRITES_IN_FLIGHT: writes posted at once per send */
+	unsigned connect_timeout_ms; /* FABNET_CONNECT_TIMEOUT_MS */
+	unsigned link_speed_mbps; /* FABNET_LINK_SPEED_MBPS: speed when the NIC reports none */
+	int allow_loopback;       /* FABNET_ALLOW_LOOPBACK: expose the "lo" domain too */
+	/* Where each value came from, for fabnet-info and the INFO log. */
+	enum fabnet_config_source src_eager_max, src_rx_buffers, src_tx_buffers, src_max_write,
+		src_writes_in_flight, src_connect_timeout, src_link_speed, src_iface,
+		src_allow_loopback;
+};
+
+typedef const char *(*fabnet_getenv_fn)(const char *name);
+
+/* Fills cfg from defaults and lookup(); returns 0, or -1 with err describing
+ * the first invalid variable (the caller logs it and fails init). */
+int fabnet_config_parse(struct fabnet_config *cfg, fabnet_getenv_fn lookup, char *err,
+			size_t errlen);
+
+/* Parses a byte count: digits with an optional K, M or G suffix (powers of 1024). */
+int fabnet_parse_size(const char *s, uint64_t *out);
+/* Parses 0/1, yes/no, on/off, true/false. */
+int fabnet_parse_bool(const char *s, int *out);
+/* Parses a decimal unsigned within [min, max]. */
+int fabnet_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* The process-wide configuration, parsed from the environment by init. */
+const struct fabnet_config *fabnet_config(void);
+int fabnet_config_load(void);
+
+#endif
