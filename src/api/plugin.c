@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "protocol/proto.h"
 #include "transport/fabric.h"
+#include "transport/hmem.h"
 #include "transport/mr.h"
 
 static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -95,11 +96,14 @@ ncclResult_t fabnet_api_get_properties(int dev, struct fabnet_props *p)
 
 	if (!d || !p)
 		return ncclInvalidArgument;
+	pthread_mutex_lock(&d->lock);
+	fabnet_hmem_probe(d);
+	pthread_mutex_unlock(&d->lock);
 	memset(p, 0, sizeof(*p));
 	p->name = d->name;
 	p->pci_path = d->pci_path;
 	p->guid = d->guid;
-	p->ptr_support = NCCL_PTR_HOST;
+	p->ptr_support = d->ptr_support;
 	p->reg_is_global = 1; /* registrations belong to the device, not to a comm */
 	p->force_flush = 0;
 	p->speed = d->speed_mbps;
@@ -198,39 +202,58 @@ ncclResult_t fabnet_api_accept(void *listen_comm, void **recv_comm)
 	return res;
 }
 
-ncclResult_t fabnet_api_reg_mr(void *comm, void *data, size_t size, int type, void **mhandle)
+/* Host and accelerator memory, by address or by dma-buf, share one path. */
+static ncclResult_t reg_common(void *comm, void *data, size_t size, int type, int fd,
+			       uint64_t offset, void **mhandle, const char *call)
 {
-	struct fabnet_comm *c = as_comm(comm, 0, "regMr");
+	struct fabnet_comm *c = as_comm(comm, 0, call);
 	struct fabnet_mr *mr = NULL;
+	struct fabnet_dev *d;
 	int rc;
 
 	if (!c || !mhandle || !data || size == 0) {
-		FN_WARN("fabnet: regMr: invalid arguments (buffer %p, %zu bytes)", data, size);
+		FN_WARN("fabnet: %s: invalid arguments (buffer %p, %zu bytes)", call, data, size);
 		return ncclInvalidArgument;
 	}
 	*mhandle = NULL;
-	if (type != NCCL_PTR_HOST) {
-		FN_WARN("fabnet: regMr: pointer type %d is not supported by this build (host "
-			"memory only); NCCL should not pass it since ptrSupport says so", type);
+	d = c->dev;
+	pthread_mutex_lock(&d->lock);
+	fabnet_hmem_probe(d);
+	if (type != NCCL_PTR_HOST && !(type == NCCL_PTR_CUDA && (d->ptr_support & NCCL_PTR_CUDA))) {
+		pthread_mutex_unlock(&d->lock);
+		FN_WARN("fabnet: %s: memory of type %d cannot be registered on %s: %s", call, type,
+			d->name, type == NCCL_PTR_CUDA ? d->why_no_cuda : "unknown pointer type");
 		return ncclInvalidArgument;
 	}
-	pthread_mutex_lock(&c->dev->lock);
-	rc = fabnet_mr_reg(c->dev, data, size, type, &mr);
-	pthread_mutex_unlock(&c->dev->lock);
+	if (fd >= 0 && !(d->ptr_support & NCCL_PTR_DMABUF)) {
+		if (!d->dmabuf_fallback_logged) {
+			d->dmabuf_fallback_logged = 1;
+			FN_INFO(NCCL_NET, "fabnet: %s on %s: registering by address instead of dma-buf: "
+				"%s", call, d->name, d->why_no_dmabuf);
+		}
+		fd = -1;
+	}
+	rc = fabnet_mr_reg(d, data, size, type, fd, offset, &mr);
+	pthread_mutex_unlock(&d->lock);
 	if (rc)
 		return ncclSystemError;
 	*mhandle = mr;
 	return ncclSuccess;
 }
 
+ncclResult_t fabnet_api_reg_mr(void *comm, void *data, size_t size, int type, void **mhandle)
+{
+	return reg_common(comm, data, size, type, -1, 0, mhandle, "regMr");
+}
+
 ncclResult_t fabnet_api_reg_mr_dmabuf(void *comm, void *data, size_t size, int type,
 				      uint64_t offset, int fd, void **mhandle)
 {
-	FN_WARN("fabnet: regMrDmaBuf: dma-buf registration is not available in this build; "
-		"ptrSupport does not advertise NCCL_PTR_DMABUF (set NCCL_DMABUF_ENABLE=0)");
-	if (mhandle)
-		*mhandle = NULL;
-	return ncclInvalidUsage;
+	if (fd < 0) {
+		FN_WARN("fabnet: regMrDmaBuf: invalid file descriptor %d", fd);
+		return ncclInvalidArgument;
+	}
+	return reg_common(comm, data, size, type, fd, offset, mhandle, "regMrDmaBuf");
 }
 
 static struct fabnet_mr *as_mr(void *p)

@@ -134,6 +134,8 @@ int fabnet_config_parse(struct fabnet_config *cfg, fabnet_getenv_fn lookup, char
 	cfg->writes_in_flight = DEFAULT_WRITES_IN_FLIGHT;
 	cfg->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
 	cfg->link_speed_mbps = DEFAULT_LINK_SPEED_MBPS;
+	cfg->dmabuf = 1;
+	cfg->gdr_flush = FABNET_FLUSH_READ;
 
 	v = lookup("FABNET_PROVIDER");
 	if (v && *v) {
@@ -178,6 +180,28 @@ int fabnet_config_parse(struct fabnet_config *cfg, fabnet_getenv_fn lookup, char
 		if (fabnet_parse_bool(v, &cfg->allow_loopback))
 			return bad(err, errlen, "FABNET_ALLOW_LOOPBACK", v, "0 or 1");
 		cfg->src_allow_loopback = FABNET_SRC_ENV;
+	}
+	v = lookup("FABNET_DMABUF");
+	if (v && *v) {
+		if (fabnet_parse_bool(v, &cfg->dmabuf))
+			return bad(err, errlen, "FABNET_DMABUF", v, "0 or 1");
+		cfg->src_dmabuf = FABNET_SRC_ENV;
+	}
+	v = lookup("FABNET_GDR_FLUSH");
+	if (v && *v) {
+		static const struct { const char *name; int mode; } modes[] = {
+			{"0", FABNET_FLUSH_OFF}, {"off", FABNET_FLUSH_OFF},
+			{"1", FABNET_FLUSH_READ}, {"read", FABNET_FLUSH_READ},
+			{"cuda", FABNET_FLUSH_CUDA}, {"always", FABNET_FLUSH_ALWAYS},
+		};
+		size_t i;
+		for (i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+			if (!strcasecmp(v, modes[i].name))
+				break;
+		if (i == sizeof(modes) / sizeof(modes[0]))
+			return bad(err, errlen, "FABNET_GDR_FLUSH", v, "0, 1 (read), cuda or always");
+		cfg->gdr_flush = modes[i].mode;
+		cfg->src_gdr_flush = FABNET_SRC_ENV;
 	}
 	return 0;
 }

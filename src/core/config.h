@@ -23,10 +23,19 @@ struct fabnet_config {
 	unsigned connect_timeout_ms; /* FABNET_CONNECT_TIMEOUT_MS */
 	unsigned link_speed_mbps; /* FABNET_LINK_SPEED_MBPS: speed when the NIC reports none */
 	int allow_loopback;       /* FABNET_ALLOW_LOOPBACK: expose the "lo" domain too */
+	int dmabuf;               /* FABNET_DMABUF: use dma-buf registrations when possible */
+	int gdr_flush;            /* FABNET_GDR_FLUSH: enum fabnet_flush_mode */
 	/* Where each value came from, for fabnet-info and the INFO log. */
 	enum fabnet_config_source src_eager_max, src_rx_buffers, src_tx_buffers, src_max_write,
 		src_writes_in_flight, src_connect_timeout, src_link_speed, src_iface,
-		src_allow_loopback;
+		src_allow_loopback, src_dmabuf, src_gdr_flush;
+};
+
+enum fabnet_flush_mode {
+	FABNET_FLUSH_OFF = 0,    /* never flush */
+	FABNET_FLUSH_READ = 1,   /* fi_read loopback after accelerator-memory receives */
+	FABNET_FLUSH_CUDA = 2,   /* cuFlushGPUDirectRDMAWrites, loaded at run time */
+	FABNET_FLUSH_ALWAYS = 3, /* read loopback after every receive, host too (tests) */
 };
 
 typedef const char *(*fabnet_getenv_fn)(const char *name);

@@ -366,10 +366,10 @@ int fabnet_dev_open(struct fabnet_dev *dev)
 	dev->ntx_free = dev->ntx;
 	if (dev->local_mr) {
 		OPEN_CHECK(fabnet_mr_reg(dev, dev->rx_slab, (size_t)dev->nrx * dev->buf_size,
-					 NCCL_PTR_HOST, &dev->rx_mr),
+					 NCCL_PTR_HOST, -1, 0, &dev->rx_mr),
 			   "registering receive buffers", "");
 		OPEN_CHECK(fabnet_mr_reg(dev, dev->tx_slab, (size_t)dev->ntx * dev->buf_size,
-					 NCCL_PTR_HOST, &dev->tx_mr),
+					 NCCL_PTR_HOST, -1, 0, &dev->tx_mr),
 			   "registering send buffers", "");
 	}
 	for (unsigned i = 0; i < dev->nrx; i++) {

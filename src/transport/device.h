@@ -73,6 +73,14 @@ struct fabnet_dev {
 	uint64_t guid;
 	int speed_mbps;
 	int speed_reported;     /* 0: speed is FABNET_LINK_SPEED_MBPS */
+	int hmem;               /* the provider offered FI_HMEM for this domain */
+
+	/* What memory NCCL may hand us, probed once (transport/hmem.c). */
+	int probed;
+	int ptr_support;        /* NCCL_PTR_* bits */
+	char why_no_cuda[192];
+	char why_no_dmabuf[192];
+	int dmabuf_fallback_logged;
 
 	pthread_mutex_t lock;
 	int opened;

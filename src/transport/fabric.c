@@ -160,6 +160,33 @@ static int better_info(const struct fi_info *a, const struct fi_info *b)
 	return a->addr_format == FI_SOCKADDR_IN && b->addr_format != FI_SOCKADDR_IN;
 }
 
+/* The same domain asked for again with FI_HMEM: when the provider offers it,
+ * the device is opened from this info so accelerator memory can register. */
+static struct fi_info *hmem_variant(const struct fi_info *base)
+{
+	struct fi_info *pick = NULL;
+#if HAVE_DECL_FI_HMEM
+	struct fi_info *hints = fabnet_fabric_hints(base->fabric_attr->prov_name), *list = NULL;
+
+	if (!hints)
+		return NULL;
+	hints->caps |= FI_HMEM;
+	hints->domain_attr->mr_mode |= FI_MR_HMEM;
+	hints->domain_attr->name = strdup(base->domain_attr->name);
+	hints->addr_format = base->addr_format;
+	if (fi_getinfo(FABNET_FI_VERSION, NULL, NULL, 0, hints, &list) == 0) {
+		for (struct fi_info *it = list; it && !pick; it = it->next)
+			if ((it->caps & FI_HMEM) &&
+			    !strcmp(it->fabric_attr->prov_name, base->fabric_attr->prov_name) &&
+			    !strcmp(it->domain_attr->name, base->domain_attr->name))
+				pick = fi_dupinfo(it);
+		fi_freeinfo(list);
+	}
+	fi_freeinfo(hints);
+#endif
+	return pick;
+}
+
 int fabnet_fabric_discover(const struct fabnet_config *cfg, struct fabnet_dev **devs_out)
 {
 	struct fi_info *hints, *list = NULL;
@@ -237,7 +264,10 @@ int fabnet_fabric_discover(const struct fabnet_config *cfg, struct fabnet_dev **
 	for (int i = 0; i < npick; i++) {
 		struct fabnet_dev *d = &devs[i];
 		d->index = i;
-		d->info = fi_dupinfo(pick[i]);
+		d->info = hmem_variant(pick[i]);
+		d->hmem = d->info != NULL;
+		if (!d->info)
+			d->info = fi_dupinfo(pick[i]);
 		snprintf(d->name, sizeof(d->name), "%s", pick[i]->domain_attr->name);
 		snprintf(d->prov_name, sizeof(d->prov_name), "%s", prov);
 		d->pci_path = find_pci_path(pick[i], d->name);

@@ -6,15 +6,21 @@
 #include <rdma/fi_errno.h>
 
 #include "core/log.h"
+#include "nccl_net_abi.h"
+#include "transport/accel.h"
 #include "transport/mr.h"
 
-int fabnet_mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type,
-		  struct fabnet_mr **out)
+static int mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,
+		  uint64_t dmabuf_offset, int quiet, struct fabnet_mr **out)
 {
 	struct fi_mr_attr attr;
 	struct iovec iov = {.iov_base = buf, .iov_len = len};
 	struct fabnet_mr *m;
+	uint64_t flags = 0;
 	int rc;
+#if HAVE_DECL_FI_MR_DMABUF && HAVE_STRUCT_FI_MR_ATTR_DMABUF
+	struct fi_mr_dmabuf dmabuf;
+#endif
 
 	*out = NULL;
 	if (!dev->domain)
@@ -30,11 +36,34 @@ int fabnet_mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type,
 	 * so a peer holding an old key cannot reach a newer registration. */
 	attr.requested_key = dev->prov_key ? 0 : dev->next_key++;
 	attr.iface = FI_HMEM_SYSTEM;
-	rc = fi_mr_regattr(dev->domain, &attr, 0, &m->mr);
+#if HAVE_DECL_FI_HMEM_CUDA
+	if (type == NCCL_PTR_CUDA) {
+		int ordinal = fabnet_cuda_device_of(buf);
+		attr.iface = FI_HMEM_CUDA;
+		attr.device.cuda = ordinal < 0 ? 0 : ordinal;
+	}
+#endif
+	if (dmabuf_fd >= 0) {
+#if HAVE_DECL_FI_MR_DMABUF && HAVE_STRUCT_FI_MR_ATTR_DMABUF
+		dmabuf.fd = dmabuf_fd;
+		dmabuf.offset = dmabuf_offset;
+		dmabuf.len = len;
+		dmabuf.base_addr = buf;
+		attr.dmabuf = &dmabuf;
+		flags |= FI_MR_DMABUF;
+#else
+		free(m);
+		return -FI_ENOSYS;
+#endif
+	}
+	rc = fi_mr_regattr(dev->domain, &attr, flags, &m->mr);
 	if (rc) {
-		FN_WARN("fabnet: fi_mr_regattr of %zu bytes at %p on %s failed: %s (%d). Raise the "
-			"locked-memory limit (ulimit -l) or register less.", len, buf, dev->name,
-			fi_strerror(-rc), rc);
+		if (!quiet)
+			FN_WARN("fabnet: fi_mr_regattr of %zu bytes at %p (%s%s) on %s failed: %s (%d). "
+				"Raise the locked-memory limit (ulimit -l), register less, or check "
+				"that the provider supports this memory.", len, buf,
+				type == NCCL_PTR_CUDA ? "CUDA" : "host",
+				dmabuf_fd >= 0 ? ", dma-buf" : "", dev->name, fi_strerror(-rc), rc);
 		free(m);
 		return rc;
 	}
@@ -69,6 +98,18 @@ void fabnet_mr_dereg(struct fabnet_mr *m)
 		fi_close(&m->mr->fid);
 	m->magic = 0;
 	free(m);
+}
+
+int fabnet_mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,
+		  uint64_t dmabuf_offset, struct fabnet_mr **out)
+{
+	return mr_reg(dev, buf, len, type, dmabuf_fd, dmabuf_offset, 0, out);
+}
+
+int fabnet_mr_reg_quiet(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,
+			uint64_t dmabuf_offset, struct fabnet_mr **out)
+{
+	return mr_reg(dev, buf, len, type, dmabuf_fd, dmabuf_offset, 1, out);
 }
 
 uint64_t fabnet_mr_remote_addr(const struct fabnet_mr *m, const void *ptr)

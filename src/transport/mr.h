@@ -22,10 +22,15 @@ struct fabnet_mr {
 	size_t len;
 };
 
-/* Registers [buf, buf+len) for local and remote access. Returns 0 or a negative
- * FI_E* code (logged with the reason). */
-int fabnet_mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type,
-		  struct fabnet_mr **out);
+/* Registers [buf, buf+len) for local and remote access: by address when
+ * dmabuf_fd < 0, else as a static dma-buf region (fd, offset) mapped at buf.
+ * type (NCCL_PTR_*) picks the libfabric interface. The fd is neither kept nor
+ * closed. Returns 0 or a negative FI_E* code (logged with the reason). */
+int fabnet_mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,
+		  uint64_t dmabuf_offset, struct fabnet_mr **out);
+/* The same without the warning, for capability probes. */
+int fabnet_mr_reg_quiet(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,
+			uint64_t dmabuf_offset, struct fabnet_mr **out);
 void fabnet_mr_dereg(struct fabnet_mr *mr);
 /* The address a peer puts in its write to reach ptr: virtual or offset. */
 uint64_t fabnet_mr_remote_addr(const struct fabnet_mr *mr, const void *ptr);
