@@ -334,11 +334,26 @@ ncclResult_t fabnet_api_irecv(void *recv_comm, int n, void **data, const size_t 
 ncclResult_t fabnet_api_iflush(void *recv_comm, int n, void **data, const int *sizes,
 			       void **mhandles, void **request)
 {
-	if (!as_comm(recv_comm, FABNET_RECV, "iflush") || !request)
+	struct fabnet_comm *c = as_comm(recv_comm, FABNET_RECV, "iflush");
+	struct fabnet_mr *mrs[FABNET_MAX_RECVS];
+	struct fabnet_req *r = NULL;
+	ncclResult_t res;
+
+	if (!c || !request || n < 1 || n > FABNET_MAX_RECVS || !data || !sizes) {
+		FN_WARN("fabnet: iflush: invalid arguments (n = %d)", n);
 		return ncclInvalidArgument;
-	/* Host memory needs no flush: NULL tells NCCL there is nothing to wait for. */
+	}
 	*request = NULL;
-	return ncclSuccess;
+	for (int i = 0; i < n; i++) {
+		mrs[i] = mhandles ? as_mr(mhandles[i]) : NULL;
+		if (mhandles && mhandles[i] && !mrs[i])
+			return ncclInvalidArgument;
+	}
+	pthread_mutex_lock(&c->dev->lock);
+	res = fabnet_proto_iflush(c, n, data, sizes, mrs, &r);
+	pthread_mutex_unlock(&c->dev->lock);
+	*request = r;
+	return res;
 }
 
 ncclResult_t fabnet_api_test(void *request, int *done, int *sizes)
@@ -354,7 +369,7 @@ ncclResult_t fabnet_api_test(void *request, int *done, int *sizes)
 		return ncclInvalidArgument;
 	}
 	d = r->comm->dev;
-	n = r->kind == FABNET_REQ_RECV ? r->u.recv.n : 1;
+	n = r->kind == FABNET_REQ_RECV ? r->u.recv.n : r->kind == FABNET_REQ_SEND ? 1 : 0;
 	pthread_mutex_lock(&d->lock);
 	res = fabnet_proto_test(r, done, sz);
 	pthread_mutex_unlock(&d->lock);

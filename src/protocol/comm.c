@@ -154,6 +154,8 @@ void fabnet_proto_dev_fini(struct fabnet_dev *dev)
 	if (!pd)
 		return;
 	/* Closing the endpoint cancels what is posted; then every comm can go. */
+	if (pd->flush_mr)
+		fabnet_mr_dereg(pd->flush_mr);
 	fabnet_dev_close(dev);
 	for (uint32_t i = 0; i < pd->cap; i++)
 		if (pd->table[i])

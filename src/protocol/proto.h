@@ -38,7 +38,7 @@
 
 enum fabnet_comm_kind { FABNET_LISTEN = 1, FABNET_SEND, FABNET_RECV };
 enum fabnet_comm_state { FABNET_CONNECTING = 1, FABNET_READY, FABNET_FAILED };
-enum fabnet_req_kind { FABNET_REQ_SEND = 1, FABNET_REQ_RECV };
+enum fabnet_req_kind { FABNET_REQ_SEND = 1, FABNET_REQ_RECV, FABNET_REQ_FLUSH };
 
 struct fabnet_comm;
 
@@ -150,6 +150,12 @@ struct fabnet_proto_dev {
 	struct fabnet_req *stall_head, *stall_tail; /* sends waiting for a write op */
 	struct fabnet_comm *connecting;
 	struct fabnet_comm *zombies;
+	/* loopback target of flush reads */
+	int flush_ready;
+	fi_addr_t self;
+	uint8_t flush_sink[64];
+	struct fabnet_mr *flush_mr;
+	int cuda_flush_failed;
 };
 
 /* All calls below take the device lock themselves. Results are ncclResult_t. */
@@ -167,6 +173,11 @@ ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t s
 ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
 				const uint64_t *sizes, const int *tags, struct fabnet_mr **mrs,
 				struct fabnet_req **out);
+/* GPUDirect flush: a small loopback fi_read from the last received buffer
+ * (accelerator memory; host too with FABNET_GDR_FLUSH=always), or the CUDA
+ * driver's flush call. *out is NULL when there is nothing to wait for. */
+ncclResult_t fabnet_proto_iflush(struct fabnet_comm *comm, int n, void **data, const int *sizes,
+				 struct fabnet_mr **mrs, struct fabnet_req **out);
 ncclResult_t fabnet_proto_test(struct fabnet_req *req, int *done, uint64_t *sizes);
 
 /* Internal to the protocol layer (comm.c <-> xfer.c). */

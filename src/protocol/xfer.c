@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/match.h"
 #include "protocol/proto.h"
+#include "transport/accel.h"
 
 #define PD(dev) ((struct fabnet_proto_dev *)(dev)->proto)
 
@@ -547,6 +548,85 @@ void fabnet_proto_xfer_msg(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	}
 }
 
+/* ---- flush ------------------------------------------------------------------- */
+static int flush_setup(struct fabnet_dev *dev, struct fabnet_proto_dev *pd)
+{
+	if (pd->flush_ready)
+		return 0;
+	if (fabnet_dev_peer(dev, dev->addr, dev->addrlen, &pd->self))
+		return -1;
+	if (dev->local_mr && fabnet_mr_reg(dev, pd->flush_sink, sizeof(pd->flush_sink),
+					   NCCL_PTR_HOST, -1, 0, &pd->flush_mr))
+		return -1;
+	pd->flush_ready = 1;
+	return 0;
+}
+
+static void flush_done(struct fabnet_op *op, int err, const struct fi_cq_data_entry *e)
+{
+	struct fabnet_req *r = op->owner;
+
+	r->msg_pending = 0;
+	if (err) {
+		if (err != FI_ECANCELED && !r->comm->closing)
+			FN_WARN("fabnet: flush read on comm %u (%s) failed: %s", r->comm->id,
+				r->comm->dev->name, fi_strerror(err));
+		r->failed = ncclSystemError;
+	}
+	fabnet_proto_op_done(r->comm);
+}
+
+ncclResult_t fabnet_proto_iflush(struct fabnet_comm *comm, int n, void **data, const int *sizes,
+				 struct fabnet_mr **mrs, struct fabnet_req **out)
+{
+	struct fabnet_dev *dev = comm->dev;
+	struct fabnet_proto_dev *pd = PD(dev);
+	int mode = fabnet_config()->gdr_flush, last = -1;
+	struct fabnet_op *op;
+	struct fabnet_req *r;
+
+	*out = NULL;
+	if (mode == FABNET_FLUSH_OFF)
+		return ncclSuccess;
+	for (int i = 0; i < n; i++)
+		if (mrs[i] && sizes[i] > 0 && (mrs[i]->type != NCCL_PTR_HOST || mode == FABNET_FLUSH_ALWAYS))
+			last = i;
+	if (last < 0)
+		return ncclSuccess; /* host memory is coherent: nothing to flush */
+	if (mode == FABNET_FLUSH_CUDA && !pd->cuda_flush_failed) {
+		if (fabnet_cuda_flush_rdma_writes() == 0)
+			return ncclSuccess;
+		pd->cuda_flush_failed = 1;
+		FN_WARN("fabnet: FABNET_GDR_FLUSH=cuda but cuFlushGPUDirectRDMAWrites is unavailable; "
+			"flushing with a loopback read instead");
+	}
+	if (flush_setup(dev, pd)) {
+		FN_WARN("fabnet: iflush on %s: could not set up the loopback read", dev->name);
+		return ncclSystemError;
+	}
+	r = req_new(comm, FABNET_REQ_FLUSH);
+	if (!r)
+		return ncclSuccess; /* out of requests: NCCL retries */
+	op = &r->msg_op;
+	memset(op, 0, sizeof(*op));
+	op->kind = FABNET_OP_READ;
+	op->cb = flush_done;
+	op->owner = r;
+	op->buf = pd->flush_sink;
+	op->len = sizes[last] < 4 ? (size_t)sizes[last] : 4;
+	op->desc = pd->flush_mr ? pd->flush_mr->desc : NULL;
+	op->peer = pd->self;
+	op->raddr = fabnet_mr_remote_addr(mrs[last], data[last]);
+	op->rkey = mrs[last]->key;
+	if (fabnet_proto_post(comm, op)) {
+		req_free(r);
+		return ncclSystemError;
+	}
+	r->msg_pending = 1;
+	*out = r;
+	return ncclSuccess;
+}
+
 /* ---- test ---------------------------------------------------------------------- */
 static int req_finished(struct fabnet_req *r)
 {
@@ -554,6 +634,8 @@ static int req_finished(struct fabnet_req *r)
 
 	if (r->msg_pending)
 		return 0;
+	if (r->kind == FABNET_REQ_FLUSH)
+		return 1;
 	if (r->kind == FABNET_REQ_SEND)
 		return r->u.send.writes_done == r->u.send.writes_posted &&
 		       (r->failed || r->u.send.writes_posted == r->u.send.nwrites);
@@ -585,7 +667,7 @@ ncclResult_t fabnet_proto_test(struct fabnet_req *r, int *done, uint64_t *sizes)
 	if (sizes) {
 		if (r->kind == FABNET_REQ_SEND)
 			sizes[0] = r->u.send.size;
-		else
+		else if (r->kind == FABNET_REQ_RECV)
 			for (int i = 0; i < r->u.recv.n; i++)
 				sizes[i] = r->u.recv.e[i].got;
 	}

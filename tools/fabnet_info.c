@@ -1,0 +1,239 @@
+/*
+ * fabnet-info: what fabnet would expose on this machine, and why.
+ * For every device: provider, fabric, domain, NIC PCI path and link speed, the
+ * mode / mr_mode / CQ data size the provider granted, the ptrSupport bits
+ * fabnet would advertise and the reason for every bit it would not, then the
+ * effective configuration with where each value came from.
+ * `--json` prints the same as JSON. Exit status 0 when at least one device
+ * opens, 1 when none does, 2 on a usage or configuration error.
+ */
+#include <config.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rdma/fabric.h>
+
+#include "core/config.h"
+#include "nccl_net_abi.h"
+#include "transport/device.h"
+#include "transport/fabric.h"
+#include "transport/hmem.h"
+
+struct bitname {
+	uint64_t bit;
+	const char *name;
+};
+
+static const struct bitname mr_bits[] = {
+	{FI_MR_LOCAL, "FI_MR_LOCAL"}, {FI_MR_RAW, "FI_MR_RAW"},
+	{FI_MR_VIRT_ADDR, "FI_MR_VIRT_ADDR"}, {FI_MR_ALLOCATED, "FI_MR_ALLOCATED"},
+	{FI_MR_PROV_KEY, "FI_MR_PROV_KEY"}, {FI_MR_MMU_NOTIFY, "FI_MR_MMU_NOTIFY"},
+	{FI_MR_RMA_EVENT, "FI_MR_RMA_EVENT"}, {FI_MR_ENDPOINT, "FI_MR_ENDPOINT"},
+	{FI_MR_HMEM, "FI_MR_HMEM"}, {0, NULL},
+};
+
+static const struct bitname mode_bits[] = {
+#ifdef FI_CONTEXT
+	{FI_CONTEXT, "FI_CONTEXT"},
+#endif
+#ifdef FI_CONTEXT2
+	{FI_CONTEXT2, "FI_CONTEXT2"},
+#endif
+#ifdef FI_RX_CQ_DATA
+	{FI_RX_CQ_DATA, "FI_RX_CQ_DATA"},
+#endif
+	{FI_MSG_PREFIX, "FI_MSG_PREFIX"}, {0, NULL},
+};
+
+static void bits_str(uint64_t v, const struct bitname *names, char *out, size_t len, int json)
+{
+	size_t used = 0;
+	int first = 1;
+
+	out[0] = '\0';
+	for (int i = 0; names[i].name; i++)
+		if (v & names[i].bit) {
+			used += (size_t)snprintf(out + used, len - used, json ? "%s\"%s\"" : "%s%s",
+						 first ? "" : json ? ", " : "|", names[i].name);
+			first = 0;
+			if (used >= len)
+				return;
+		}
+	if (first && !json)
+		snprintf(out, len, "none");
+}
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; s && *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", *s);
+		else
+			putchar(*s);
+	}
+	putchar('"');
+}
+
+static const char *src_name(enum fabnet_config_source s)
+{
+	return s == FABNET_SRC_ENV ? "environment" : "default";
+}
+
+struct cfg_row {
+	const char *name;
+	char value[300];
+	const char *source;
+};
+
+static int config_rows(const struct fabnet_config *c, struct cfg_row *rows)
+{
+	static const char *const flush_names[] = {"0", "read", "cuda", "always"};
+	int n = 0;
+
+#define ROW(nm, src, ...)                                                        \
+	do {                                                                     \
+		rows[n].name = (nm);                                             \
+		snprintf(rows[n].value, sizeof(rows[n].value), __VA_ARGS__);    \
+		rows[n].source = (src);                                          \
+		n++;                                                             \
+	} while (0)
+	ROW("FABNET_PROVIDER", c->provider[0] ? c->provider_from : "default", "%s",
+	    c->provider[0] ? c->provider : "(automatic)");
+	ROW("FABNET_IFACE", src_name(c->src_iface), "%s", c->iface[0] ? c->iface : "(all)");
+	ROW("FABNET_ALLOW_LOOPBACK", src_name(c->src_allow_loopback), "%d", c->allow_loopback);
+	ROW("FABNET_EAGER_MAX", src_name(c->src_eager_max), "%zu", c->eager_max);
+	ROW("FABNET_RX_BUFFERS", src_name(c->src_rx_buffers), "%u", c->rx_buffers);
+	ROW("FABNET_TX_BUFFERS", src_name(c->src_tx_buffers), "%u", c->tx_buffers);
+	ROW("FABNET_MAX_WRITE", src_name(c->src_max_write), "%zu", c->max_write);
+	ROW("FABNET_WRITES_IN_FLIGHT", src_name(c->src_writes_in_flight), "%u", c->writes_in_flight);
+	ROW("FABNET_CONNECT_TIMEOUT_MS", src_name(c->src_connect_timeout), "%u", c->connect_timeout_ms);
+	ROW("FABNET_LINK_SPEED_MBPS", src_name(c->src_link_speed), "%u", c->link_speed_mbps);
+	ROW("FABNET_DMABUF", src_name(c->src_dmabuf), "%d", c->dmabuf);
+	ROW("FABNET_GDR_FLUSH", src_name(c->src_gdr_flush), "%s", flush_names[c->gdr_flush & 3]);
+#undef ROW
+	return n;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: fabnet-info [--json]\n"
+			"Prints the devices fabnet would expose and why each capability is or is "
+			"not advertised.\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct fabnet_dev *devs = NULL;
+	struct cfg_row rows[32];
+	int json = 0, ndev, usable = 0, nrows;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json")) {
+			json = 1;
+		} else {
+			usage();
+			return strcmp(argv[i], "--help") && strcmp(argv[i], "-h") ? 2 : 0;
+		}
+	}
+	if (fabnet_config_load())
+		return 2;
+	ndev = fabnet_fabric_discover(fabnet_config(), &devs);
+	if (ndev < 0)
+		ndev = 0;
+	for (int i = 0; i < ndev; i++) {
+		fabnet_hmem_probe(&devs[i]);
+		usable += devs[i].opened;
+	}
+	nrows = config_rows(fabnet_config(), rows);
+
+	if (json) {
+		printf("{\n  \"libfabric_built\": ");
+		json_str(fabnet_built_libfabric());
+		printf(",\n  \"libfabric_runtime\": \"%u.%u\",\n", FI_MAJOR(fi_version()),
+		       FI_MINOR(fi_version()));
+		printf("  \"usable_devices\": %d,\n  \"devices\": [", usable);
+		for (int i = 0; i < ndev; i++) {
+			struct fabnet_dev *d = &devs[i];
+			char mr[512], mode[256];
+			bits_str(d->info->domain_attr->mr_mode, mr_bits, mr, sizeof(mr), 1);
+			bits_str(d->info->mode, mode_bits, mode, sizeof(mode), 1);
+			printf("%s\n    {\"index\": %d, \"provider\": ", i ? "," : "", i);
+			json_str(d->prov_name);
+			printf(", \"fabric\": ");
+			json_str(d->info->fabric_attr->name);
+			printf(", \"domain\": ");
+			json_str(d->name);
+			printf(", \"pci_path\": ");
+			if (d->pci_path)
+				json_str(d->pci_path);
+			else
+				printf("null");
+			printf(",\n     \"speed_mbps\": %d, \"speed_source\": \"%s\", \"opened\": %s,\n",
+			       d->speed_mbps, d->speed_reported ? "nic" : "FABNET_LINK_SPEED_MBPS",
+			       d->opened ? "true" : "false");
+			printf("     \"mode\": [%s], \"mr_mode\": [%s], \"cq_data_size\": %zu, "
+			       "\"fi_hmem\": %s,\n", mode, mr, d->info->domain_attr->cq_data_size,
+			       d->hmem ? "true" : "false");
+			printf("     \"ptr_support\": {\"HOST\": true, \"CUDA\": %s, \"DMABUF\": %s},\n",
+			       d->ptr_support & NCCL_PTR_CUDA ? "true" : "false",
+			       d->ptr_support & NCCL_PTR_DMABUF ? "true" : "false");
+			printf("     \"not_advertised\": {");
+			int first = 1;
+			if (!(d->ptr_support & NCCL_PTR_CUDA)) {
+				printf("\"CUDA\": ");
+				json_str(d->why_no_cuda);
+				first = 0;
+			}
+			if (!(d->ptr_support & NCCL_PTR_DMABUF)) {
+				printf("%s\"DMABUF\": ", first ? "" : ", ");
+				json_str(d->why_no_dmabuf);
+			}
+			printf("}}");
+		}
+		printf("\n  ],\n  \"configuration\": [");
+		for (int i = 0; i < nrows; i++) {
+			printf("%s\n    {\"name\": \"%s\", \"value\": ", i ? "," : "", rows[i].name);
+			json_str(rows[i].value);
+			printf(", \"source\": ");
+			json_str(rows[i].source);
+			printf("}");
+		}
+		printf("\n  ]\n}\n");
+	} else {
+		printf("fabnet-info: libfabric %s at build, %u.%u at run time; %d device%s, %d usable\n",
+		       fabnet_built_libfabric(), FI_MAJOR(fi_version()), FI_MINOR(fi_version()),
+		       ndev, ndev == 1 ? "" : "s", usable);
+		for (int i = 0; i < ndev; i++) {
+			struct fabnet_dev *d = &devs[i];
+			char mr[512], mode[256];
+			bits_str(d->info->domain_attr->mr_mode, mr_bits, mr, sizeof(mr), 0);
+			bits_str(d->info->mode, mode_bits, mode, sizeof(mode), 0);
+			printf("\ndevice %d: %s\n", i, d->name);
+			printf("  provider      %s (fabric %s)%s\n", d->prov_name,
+			       d->info->fabric_attr->name, d->opened ? "" : "  [did not open]");
+			printf("  pci path      %s\n", d->pci_path ? d->pci_path : "(none)");
+			printf("  link speed    %d Mb/s (%s)\n", d->speed_mbps,
+			       d->speed_reported ? "reported by the NIC"
+						 : "not reported: FABNET_LINK_SPEED_MBPS");
+			printf("  mode          %s\n  mr_mode       %s\n  cq data       %zu bytes\n",
+			       mode, mr, d->info->domain_attr->cq_data_size);
+			printf("  ptrSupport    HOST%s%s\n",
+			       d->ptr_support & NCCL_PTR_CUDA ? "|CUDA" : "",
+			       d->ptr_support & NCCL_PTR_DMABUF ? "|DMABUF" : "");
+			if (!(d->ptr_support & NCCL_PTR_CUDA))
+				printf("    no CUDA:    %s\n", d->why_no_cuda);
+			if (!(d->ptr_support & NCCL_PTR_DMABUF))
+				printf("    no DMABUF:  %s\n", d->why_no_dmabuf);
+		}
+		printf("\nconfiguration:\n");
+		for (int i = 0; i < nrows; i++)
+			printf("  %-26s %-16s (%s)\n", rows[i].name, rows[i].value, rows[i].source);
+	}
+	fabnet_fabric_free(devs, ndev);
+	return usable > 0 ? 0 : 1;
+}
