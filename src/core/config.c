@@ -17,6 +17,7 @@
 #define DEFAULT_WRITES_IN_FLIGHT 4
 #define DEFAULT_CONNECT_TIMEOUT_MS 30000
 #define DEFAULT_LINK_SPEED_MBPS 100000
+#define DEFAULT_PEER_TIMEOUT_MS 10000
 
 int fabnet_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
@@ -135,6 +136,7 @@ int fabnet_config_parse(struct fabnet_config *cfg, fabnet_getenv_fn lookup, char
 	cfg->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
 	cfg->link_speed_mbps = DEFAULT_LINK_SPEED_MBPS;
 	cfg->dmabuf = 1;
+	cfg->peer_timeout_ms = DEFAULT_PEER_TIMEOUT_MS;
 	cfg->gdr_flush = FABNET_FLUSH_READ;
 
 	v = lookup("FABNET_PROVIDER");
@@ -169,6 +171,8 @@ int fabnet_config_parse(struct fabnet_config *cfg, fabnet_getenv_fn lookup, char
 		     &cfg->src_writes_in_flight, err, errlen) ||
 	    get_uint(lookup, "FABNET_CONNECT_TIMEOUT_MS", 1, 3600000, &cfg->connect_timeout_ms,
 		     &cfg->src_connect_timeout, err, errlen) ||
+	    get_uint(lookup, "FABNET_PEER_TIMEOUT_MS", 100, 3600000, &cfg->peer_timeout_ms,
+		     &cfg->src_peer_timeout, err, errlen) ||
 	    get_uint(lookup, "FABNET_LINK_SPEED_MBPS", 1, 10000000, &cfg->link_speed_mbps,
 		     &cfg->src_link_speed, err, errlen))
 		return -1;

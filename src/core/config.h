@@ -21,13 +21,14 @@ struct fabnet_config {
 	size_t max_write;         /* FABNET_MAX_WRITE: largest single RMA write, 0 = provider's */
 	unsigned writes_in_flight;/* FABNET_WRITES_IN_FLIGHT: writes posted at once per send */
 	unsigned connect_timeout_ms; /* FABNET_CONNECT_TIMEOUT_MS */
+	unsigned peer_timeout_ms; /* FABNET_PEER_TIMEOUT_MS: declare a silent peer dead */
 	unsigned link_speed_mbps; /* FABNET_LINK_SPEED_MBPS: speed when the NIC reports none */
 	int allow_loopback;       /* FABNET_ALLOW_LOOPBACK: expose the "lo" domain too */
 	int dmabuf;               /* FABNET_DMABUF: use dma-buf registrations when possible */
 	int gdr_flush;            /* FABNET_GDR_FLUSH: enum fabnet_flush_mode */
 	/* Where each value came from, for fabnet-info and the INFO log. */
 	enum fabnet_config_source src_eager_max, src_rx_buffers, src_tx_buffers, src_max_write,
-		src_writes_in_flight, src_connect_timeout, src_link_speed, src_iface,
+		src_writes_in_flight, src_connect_timeout, src_peer_timeout, src_link_speed, src_iface,
 		src_allow_loopback, src_dmabuf, src_gdr_flush;
 };
 

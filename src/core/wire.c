@@ -94,10 +94,14 @@ static uint8_t *put_hdr(uint8_t *p, uint8_t type, uint32_t dst, uint32_t src, ui
 	return p;
 }
 
+#define CONNECT_FIXED 24
+#define ACK_FIXED 24
+
 size_t fabnet_msg_encode_connect(void *buf, size_t len, uint32_t listen_id, uint32_t src_id,
-				 uint64_t nonce, const void *addr, uint8_t addrlen)
+				 uint64_t nonce, const struct fabnet_proc *proc, const void *addr,
+				 uint8_t addrlen)
 {
-	size_t need = FABNET_MSG_HDR_SIZE + 12 + (size_t)addrlen;
+	size_t need = FABNET_MSG_HDR_SIZE + CONNECT_FIXED + (size_t)addrlen;
 	uint8_t *p;
 
 	if (len < need || addrlen == 0 || addrlen > FABNET_ADDR_MAX)
@@ -107,20 +111,25 @@ size_t fabnet_msg_encode_connect(void *buf, size_t len, uint32_t listen_id, uint
 	put8(&p, addrlen);
 	put8(&p, 0);
 	put16(&p, 0);
+	put32(&p, proc ? proc->pid : 0);
+	put64(&p, proc ? proc->host : 0);
 	memcpy(p, addr, addrlen);
 	return need;
 }
 
 size_t fabnet_msg_encode_ack(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
-			     uint64_t nonce)
+			     uint64_t nonce, const struct fabnet_proc *proc)
 {
 	uint8_t *p;
 
-	if (len < FABNET_MSG_HDR_SIZE + 8)
+	if (len < FABNET_MSG_HDR_SIZE + ACK_FIXED)
 		return 0;
 	p = put_hdr(buf, FABNET_MSG_CONNECT_ACK, dst_id, src_id, 0);
 	put64(&p, nonce);
-	return FABNET_MSG_HDR_SIZE + 8;
+	put32(&p, proc ? proc->pid : 0);
+	put32(&p, 0);
+	put64(&p, proc ? proc->host : 0);
+	return FABNET_MSG_HDR_SIZE + ACK_FIXED;
 }
 
 size_t fabnet_msg_encode_cts(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
@@ -188,6 +197,14 @@ size_t fabnet_msg_encode_close(void *buf, size_t len, uint32_t dst_id, uint32_t 
 	return FABNET_MSG_HDR_SIZE;
 }
 
+size_t fabnet_msg_encode_ping(void *buf, size_t len, uint32_t dst_id, uint32_t src_id)
+{
+	if (len < FABNET_MSG_HDR_SIZE)
+		return 0;
+	put_hdr(buf, FABNET_MSG_PING, dst_id, src_id, 0);
+	return FABNET_MSG_HDR_SIZE;
+}
+
 const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 {
 	const uint8_t *p = buf;
@@ -209,25 +226,31 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 
 	switch (m->type) {
 	case FABNET_MSG_CONNECT:
-		if (body < 12)
+		if (body < CONNECT_FIXED)
 			return "CONNECT too short";
 		m->u.connect.nonce = get64(&p);
 		m->u.connect.addrlen = get8(&p);
 		if (get8(&p) || get16(&p))
 			return "CONNECT reserved bytes set";
+		m->u.connect.proc.pid = get32(&p);
+		m->u.connect.proc.host = get64(&p);
 		if (m->u.connect.addrlen == 0 || m->u.connect.addrlen > FABNET_ADDR_MAX ||
-		    body != 12 + (size_t)m->u.connect.addrlen)
+		    body != CONNECT_FIXED + (size_t)m->u.connect.addrlen)
 			return "CONNECT address length does not match the message";
 		if (m->src_id == 0)
 			return "CONNECT from comm id 0";
 		m->u.connect.addr = p;
 		return NULL;
 	case FABNET_MSG_CONNECT_ACK:
-		if (body != 8)
+		if (body != ACK_FIXED)
 			return "CONNECT_ACK has the wrong length";
 		if (m->src_id == 0)
 			return "CONNECT_ACK from comm id 0";
 		m->u.ack.nonce = get64(&p);
+		m->u.ack.proc.pid = get32(&p);
+		if (get32(&p))
+			return "CONNECT_ACK reserved bytes set";
+		m->u.ack.proc.host = get64(&p);
 		return NULL;
 	case FABNET_MSG_CTS:
 		if (body < FABNET_CTS_FIXED)
@@ -288,6 +311,12 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 	case FABNET_MSG_CLOSE:
 		if (body != 0)
 			return "CLOSE has the wrong length";
+		return NULL;
+	case FABNET_MSG_PING:
+		if (body != 0)
+			return "PING has the wrong length";
+		if (m->seq != 0)
+			return "PING carries a sequence";
 		return NULL;
 	default:
 		return "unknown message type";

@@ -39,6 +39,7 @@ enum fabnet_msg_type {
 	FABNET_MSG_EAGER,       /* sender -> receiver: small payload inline */
 	FABNET_MSG_FIN,         /* sender -> receiver: size and write count of a send */
 	FABNET_MSG_CLOSE,       /* either way: this side closed after `seq` operations */
+	FABNET_MSG_PING,        /* either way: keepalive; its delivery proves the peer lives */
 	FABNET_MSG_TYPE_MAX
 };
 
@@ -62,6 +63,14 @@ struct fabnet_cts_entry {
 	uint32_t flags;
 };
 
+/* Who sent a CONNECT / CONNECT_ACK: a process in a (host, pid namespace). A
+ * survivor in the same host and namespace can ask the kernel whether its peer
+ * still lives, for providers (shm) that cannot report a dead peer. */
+struct fabnet_proc {
+	uint64_t host; /* hash of the boot id and the pid namespace; 0 = unknown */
+	uint32_t pid;
+};
+
 struct fabnet_msg {
 	uint8_t type;
 	uint32_t dst_id; /* comm (or listener) id on the receiving side */
@@ -71,10 +80,12 @@ struct fabnet_msg {
 		struct {
 			uint64_t nonce;
 			uint8_t addrlen;
+			struct fabnet_proc proc;
 			const uint8_t *addr;
 		} connect;
 		struct {
 			uint64_t nonce;
+			struct fabnet_proc proc;
 		} ack;
 		struct {
 			uint8_t n;
@@ -97,9 +108,10 @@ struct fabnet_msg {
 
 /* Each encoder returns the encoded length, or 0 when buf is too small. */
 size_t fabnet_msg_encode_connect(void *buf, size_t len, uint32_t listen_id, uint32_t src_id,
-				 uint64_t nonce, const void *addr, uint8_t addrlen);
+				 uint64_t nonce, const struct fabnet_proc *proc, const void *addr,
+				 uint8_t addrlen);
 size_t fabnet_msg_encode_ack(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
-			     uint64_t nonce);
+			     uint64_t nonce, const struct fabnet_proc *proc);
 size_t fabnet_msg_encode_cts(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 			     uint32_t seq, uint8_t n, const struct fabnet_cts_entry *e);
 /* Writes the EAGER header only; the payload goes at buf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED. */
@@ -110,6 +122,7 @@ size_t fabnet_msg_encode_fin(void *buf, size_t len, uint32_t dst_id, uint32_t sr
 			     uint64_t size);
 size_t fabnet_msg_encode_close(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 			       uint32_t final_seq);
+size_t fabnet_msg_encode_ping(void *buf, size_t len, uint32_t dst_id, uint32_t src_id);
 
 /* Returns NULL and fills m, or a reason the bytes are not a valid message.
  * Pointers in m (connect.addr, eager.payload) point into buf. */

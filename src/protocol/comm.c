@@ -19,9 +19,14 @@
  */
 #include <config.h>
 
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include <rdma/fi_errno.h>
 
@@ -42,6 +47,62 @@ static uint64_t random_nonce(void)
 		    (uint64_t)(uintptr_t)&v;
 	}
 	return v ? v : 1;
+}
+
+/* This process, as peers see it: pid, and a host id that changes with the
+ * boot and the pid namespace, so equal ids mean kill(pid, 0) is meaningful. */
+static const struct fabnet_proc *self_proc(void)
+{
+	static struct fabnet_proc me;
+	char buf[256] = "";
+	uint64_t h = 1469598103934665603ull;
+	ssize_t n;
+	FILE *f;
+
+	if (me.pid == (uint32_t)getpid())
+		return &me;
+	f = fopen("/proc/sys/kernel/random/boot_id", "r");
+	if (f) {
+		if (!fgets(buf, sizeof(buf) / 2, f))
+			buf[0] = '\0';
+		fclose(f);
+	}
+	n = readlink("/proc/self/ns/pid", buf + strlen(buf), sizeof(buf) / 2 - 1);
+	if (n <= 0 || !buf[0]) {
+		me.host = 0; /* unknown: never compare */
+	} else {
+		for (const char *s = buf; *s; s++)
+			h = (h ^ (uint8_t)*s) * 1099511628211ull;
+		me.host = h ? h : 1;
+	}
+	me.pid = (uint32_t)getpid();
+	return &me;
+}
+
+/* Gone, or a zombie nobody reaped yet (our own child, in tests). */
+static int peer_exited(const struct fabnet_comm *c)
+{
+	const struct fabnet_proc *me = self_proc();
+	char path[64], stat[256];
+	const char *paren;
+	ssize_t n;
+	int fd;
+
+	if (!c->peer_proc.host || me->host != c->peer_proc.host || !c->peer_proc.pid)
+		return 0;
+	if (kill((pid_t)c->peer_proc.pid, 0) == -1)
+		return errno == ESRCH;
+	snprintf(path, sizeof(path), "/proc/%u/stat", c->peer_proc.pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, stat, sizeof(stat) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	stat[n] = '\0';
+	paren = strrchr(stat, ')');
+	return paren && (paren[2] == 'Z' || paren[2] == 'X');
 }
 
 static uint64_t elapsed_ms(const struct timespec *since)
@@ -228,6 +289,8 @@ static void ctl_sent(struct fabnet_op *op, int err, const struct fi_cq_data_entr
 
 	fabnet_dev_txbuf_put(c->dev, op->buf);
 	op->buf = NULL;
+	if (op == &c->ping_op)
+		c->ping_pending = 0;
 	if (err && !c->closing) {
 		if (c->kind == FABNET_SEND && c->state == FABNET_CONNECTING) {
 			FN_WARN("fabnet: connect on %s (comm %u): the CONNECT message could not be "
@@ -256,6 +319,46 @@ static int send_ctl(struct fabnet_comm *c, struct fabnet_op *op, void *buf, size
 	op->desc = fabnet_dev_txbuf_desc(c->dev);
 	op->peer = c->peer;
 	return fabnet_proto_post(c, op);
+}
+
+void fabnet_proto_check_peer(struct fabnet_comm *c)
+{
+	unsigned timeout = fabnet_config()->peer_timeout_ms;
+	unsigned interval = timeout / 4;
+	void *buf;
+	size_t len;
+
+	if (c->kind == FABNET_LISTEN || c->state != FABNET_READY || c->closing || c->peer_closed)
+		return;
+	/* A keepalive goes out at most `interval` after the last good one; waiting
+	 * timeout - interval for it keeps detection within the timeout. */
+	if (c->ping_pending) {
+		if (elapsed_ms(&c->ping_sent) > timeout - interval) {
+			char why[96];
+			snprintf(why, sizeof(why), "the peer did not take a keepalive within %u ms "
+				 "(FABNET_PEER_TIMEOUT_MS)", timeout);
+			fabnet_proto_fail_comm(c, why);
+		}
+		return;
+	}
+	if (c->ping_sent.tv_sec && elapsed_ms(&c->ping_sent) < interval)
+		return;
+	if (peer_exited(c)) {
+		char why[64];
+		snprintf(why, sizeof(why), "the peer process %u has exited", c->peer_proc.pid);
+		fabnet_proto_fail_comm(c, why);
+		return;
+	}
+	buf = fabnet_dev_txbuf_get(c->dev);
+	if (!buf)
+		return;
+	len = fabnet_msg_encode_ping(buf, c->dev->buf_size, c->peer_id, c->id);
+	clock_gettime(CLOCK_MONOTONIC, &c->ping_sent);
+	if (!len || send_ctl(c, &c->ping_op, buf, len, 1)) {
+		fabnet_dev_txbuf_put(c->dev, buf);
+		return;
+	}
+	c->ping_pending = 1;
 }
 
 /* ---- listen ---------------------------------------------------------------- */
@@ -312,6 +415,7 @@ static void on_connect(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	}
 	p = &l->u.listen.pending[l->u.listen.npending++];
 	p->src_id = m->src_id;
+	p->proc = m->u.connect.proc;
 	p->addrlen = m->u.connect.addrlen;
 	memcpy(p->addr, m->u.connect.addr, p->addrlen);
 }
@@ -328,6 +432,7 @@ static void on_ack(struct fabnet_dev *dev, const struct fabnet_msg *m)
 		return;
 	}
 	c->peer_id = (uint16_t)m->src_id;
+	c->peer_proc = m->u.ack.proc;
 	c->state = FABNET_READY;
 }
 
@@ -364,6 +469,8 @@ void fabnet_proto_on_msg(struct fabnet_dev *dev, const void *buf, size_t len)
 	case FABNET_MSG_CLOSE:
 		on_close(dev, &m);
 		break;
+	case FABNET_MSG_PING:
+		break; /* its delivery was the message */
 	default:
 		fabnet_proto_xfer_msg(dev, &m);
 		break;
@@ -453,7 +560,7 @@ ncclResult_t fabnet_proto_connect(struct fabnet_dev *dev, const void *handle,
 		return ncclInvalidArgument;
 	}
 	len = fabnet_msg_encode_connect(buf, dev->buf_size, h.listen_id, c->id, h.nonce,
-					dev->addr, (uint8_t)dev->addrlen);
+					self_proc(), dev->addr, (uint8_t)dev->addrlen);
 	if (!len || send_ctl(c, &c->u.send.conn_op, buf, len, 0)) {
 		fabnet_dev_txbuf_put(dev, buf);
 		comm_free(c);
@@ -496,8 +603,10 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 		return ncclRemoteError;
 	}
 	c->peer_id = (uint16_t)p.src_id;
+	c->peer_proc = p.proc;
 	c->state = FABNET_READY;
-	len = fabnet_msg_encode_ack(buf, dev->buf_size, c->peer_id, c->id, l->u.listen.nonce);
+	len = fabnet_msg_encode_ack(buf, dev->buf_size, c->peer_id, c->id, l->u.listen.nonce,
+				    self_proc());
 	if (!len || send_ctl(c, &c->u.recv.ack_op, buf, len, 0)) {
 		fabnet_dev_txbuf_put(dev, buf);
 		comm_free(c);

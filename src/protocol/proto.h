@@ -95,6 +95,7 @@ struct fabnet_cts_slot {
 
 struct fabnet_pending_conn {
 	uint32_t src_id;
+	struct fabnet_proc proc;
 	uint8_t addrlen;
 	uint8_t addr[FABNET_ADDR_MAX];
 };
@@ -112,6 +113,10 @@ struct fabnet_comm {
 	uint32_t seq;           /* recv: next irecv; send: next CTS to consume */
 	uint32_t peer_final_seq;/* from the peer's CLOSE */
 	unsigned ops_inflight;  /* our ops the provider still owns */
+	uint8_t ping_pending;   /* a keepalive is with the provider */
+	struct fabnet_proc peer_proc; /* from CONNECT / CONNECT_ACK */
+	struct timespec ping_sent;
+	struct fabnet_op ping_op;
 	struct fabnet_pool reqs;
 	struct fabnet_comm *next; /* connecting list or zombie list */
 	union {
@@ -187,6 +192,11 @@ void fabnet_proto_on_imm(struct fabnet_dev *dev, uint64_t data);
 void fabnet_proto_xfer_msg(struct fabnet_dev *dev, const struct fabnet_msg *m);
 void fabnet_proto_op_done(struct fabnet_comm *comm);
 void fabnet_proto_fail_comm(struct fabnet_comm *comm, const char *why);
+/* While a request waits on the peer: send a keepalive every peer_timeout / 4;
+ * one the provider fails to deliver, or cannot deliver within peer_timeout,
+ * fails the comm. Liveness comes from the reliable provider's own delivery
+ * report, so a peer that is alive but idle is never declared dead. */
+void fabnet_proto_check_peer(struct fabnet_comm *comm);
 void fabnet_proto_drop_stalled(struct fabnet_comm *comm);
 int fabnet_proto_post(struct fabnet_comm *comm, struct fabnet_op *op);
 

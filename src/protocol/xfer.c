@@ -7,6 +7,7 @@
 
 #include <string.h>
 
+#include <rdma/fi_domain.h>
 #include <rdma/fi_errno.h>
 
 #include "core/config.h"
@@ -38,11 +39,17 @@ static void req_free(struct fabnet_req *r)
 
 void fabnet_proto_fail_comm(struct fabnet_comm *comm, const char *why)
 {
+	char raw[FABNET_ADDR_MAX], peer[128] = "unknown address";
+	size_t rawlen = sizeof(raw), plen = sizeof(peer);
+
 	if (comm->state == FABNET_FAILED)
 		return;
-	FN_WARN("fabnet: comm %u on %s (peer comm %u) failed: %s. Requests on it return "
-		"ncclRemoteError; check the peer process and its log.", comm->id, comm->dev->name,
-		comm->peer_id, why);
+	if (fi_av_lookup(comm->dev->av, comm->peer, raw, &rawlen) == 0 && rawlen <= sizeof(raw))
+		fi_av_straddr(comm->dev->av, raw, peer, &plen);
+	FN_WARN("fabnet: %s comm %u on %s, peer comm %u at %s, failed: %s. Requests on it "
+		"return ncclRemoteError; check the peer process and its log.",
+		comm->kind == FABNET_SEND ? "send" : "recv", comm->id, comm->dev->name,
+		comm->peer_id, peer, why);
 	comm->state = FABNET_FAILED;
 }
 
@@ -221,8 +228,10 @@ ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t s
 	res = comm_usable(comm, "isend");
 	if (res)
 		return res;
-	if (!cts->valid || cts->seq != comm->seq)
-		return ncclSuccess; /* the receiver has not posted yet */
+	if (!cts->valid || cts->seq != comm->seq) {
+		fabnet_proto_check_peer(comm); /* the receiver has not posted yet */
+		return comm->state == FABNET_FAILED ? ncclRemoteError : ncclSuccess;
+	}
 	for (int i = 0; i < cts->n; i++)
 		tags[i] = cts->e[i].tag;
 	idx = fabnet_match_tag(cts->n, tags, cts->taken, tag);
@@ -660,8 +669,13 @@ ncclResult_t fabnet_proto_test(struct fabnet_req *r, int *done, uint64_t *sizes)
 	rc = fabnet_dev_progress(c->dev);
 	if (rc)
 		fabnet_proto_fail_comm(c, "the completion queue failed");
-	if (!req_finished(r))
+	if (!req_finished(r)) {
+		fabnet_proto_check_peer(c);
+		if (c->state == FABNET_FAILED && req_finished(r))
+			goto finished;
 		return ncclSuccess;
+	}
+finished:
 	*done = 1;
 	res = r->failed;
 	if (sizes) {

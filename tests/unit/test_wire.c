@@ -337,16 +337,18 @@ static const struct fabnet_cts_entry sample_cts[3] = {
 
 /* Encodes a valid message of the given type; returns its length (0 when the
  * encoder refused). */
+static const struct fabnet_proc sample_proc = {.host = 0x1122334455667788ull, .pid = 4242};
+
 static size_t sample_msg(uint8_t type, uint8_t *buf, size_t cap, uint32_t dst)
 {
 	size_t n = 0;
 
 	switch (type) {
 	case FABNET_MSG_CONNECT:
-		return fabnet_msg_encode_connect(buf, cap, dst, 11, 0x0123456789abcdefull,
+		return fabnet_msg_encode_connect(buf, cap, dst, 11, 0x0123456789abcdefull, &sample_proc,
 						 sample_addr, sizeof(sample_addr));
 	case FABNET_MSG_CONNECT_ACK:
-		return fabnet_msg_encode_ack(buf, cap, dst, 12, 0xfedcba9876543210ull);
+		return fabnet_msg_encode_ack(buf, cap, dst, 12, 0xfedcba9876543210ull, &sample_proc);
 	case FABNET_MSG_CTS:
 		return fabnet_msg_encode_cts(buf, cap, dst, 13, 7, 3, sample_cts);
 	case FABNET_MSG_EAGER:
@@ -359,6 +361,8 @@ static size_t sample_msg(uint8_t type, uint8_t *buf, size_t cap, uint32_t dst)
 		return fabnet_msg_encode_fin(buf, cap, dst, 15, 9, 3, 0, 2, 1u << 21);
 	case FABNET_MSG_CLOSE:
 		return fabnet_msg_encode_close(buf, cap, dst, 16, 42);
+	case FABNET_MSG_PING:
+		return fabnet_msg_encode_ping(buf, cap, dst, 16);
 	default:
 		return 0;
 	}
@@ -366,7 +370,7 @@ static size_t sample_msg(uint8_t type, uint8_t *buf, size_t cap, uint32_t dst)
 
 static const char *type_name(uint8_t type)
 {
-	static const char *names[] = {"?", "CONNECT", "CONNECT_ACK", "CTS", "EAGER", "FIN", "CLOSE"};
+	static const char *names[] = {"?", "CONNECT", "CONNECT_ACK", "CTS", "EAGER", "FIN", "CLOSE", "PING"};
 
 	return type < FABNET_MSG_TYPE_MAX ? names[type] : "?";
 }
@@ -386,7 +390,7 @@ static void connect_round_trips_for_every_address_length(void)
 		const char *why;
 
 		unit_rand_bytes(&rng, addr, len);
-		n = fabnet_msg_encode_connect(buf, sizeof(buf), 77, 78, nonce, addr, (uint8_t)len);
+		n = fabnet_msg_encode_connect(buf, sizeof(buf), 77, 78, nonce, &sample_proc, addr, (uint8_t)len);
 		UNIT_LOOP_CHECK(&loop, n == FABNET_MSG_HDR_SIZE + 12 + len,
 				"addrlen %u: encoded %zu bytes", len, n);
 		memset(&m, 0, sizeof(m));
@@ -394,7 +398,9 @@ static void connect_round_trips_for_every_address_length(void)
 		UNIT_LOOP_CHECK(&loop, why == NULL, "addrlen %u: %s", len, why);
 		UNIT_LOOP_CHECK(&loop,
 				m.type == FABNET_MSG_CONNECT && m.dst_id == 77 && m.src_id == 78 &&
-					m.u.connect.nonce == nonce && m.u.connect.addrlen == len,
+					m.u.connect.nonce == nonce && m.u.connect.addrlen == len &&
+					m.u.connect.proc.pid == sample_proc.pid &&
+					m.u.connect.proc.host == sample_proc.host,
 				"addrlen %u: fields differ", len);
 		UNIT_LOOP_CHECK(&loop,
 				m.u.connect.addr >= buf && m.u.connect.addr + len <= buf + n &&
@@ -408,7 +414,7 @@ static void connect_ack_round_trips(void)
 {
 	uint8_t buf[64];
 	struct fabnet_msg m;
-	size_t n = fabnet_msg_encode_ack(buf, sizeof(buf), 0xffffffffu, 5, UINT64_MAX - 1);
+	size_t n = fabnet_msg_encode_ack(buf, sizeof(buf), 0xffffffffu, 5, UINT64_MAX - 1, &sample_proc);
 
 	CU_ASSERT_EQUAL_FATAL(n, FABNET_MSG_HDR_SIZE + 8);
 	CU_ASSERT_PTR_NULL_FATAL(fabnet_msg_decode(buf, n, &m));
@@ -416,6 +422,8 @@ static void connect_ack_round_trips(void)
 	CU_ASSERT_EQUAL(m.dst_id, 0xffffffffu);
 	CU_ASSERT_EQUAL(m.src_id, 5);
 	CU_ASSERT_EQUAL(m.u.ack.nonce, UINT64_MAX - 1);
+	CU_ASSERT_EQUAL(m.u.ack.proc.pid, sample_proc.pid);
+	CU_ASSERT_EQUAL(m.u.ack.proc.host, sample_proc.host);
 }
 
 static void cts_round_trips_for_1_to_8_receives(void)
@@ -614,9 +622,9 @@ static void connect_encoder_refuses_bad_address_lengths(void)
 	uint8_t buf[256];
 	uint8_t addr[FABNET_ADDR_MAX + 1] = {0};
 
-	CU_ASSERT_EQUAL(fabnet_msg_encode_connect(buf, sizeof(buf), 1, 2, 3, addr, 0), 0);
+	CU_ASSERT_EQUAL(fabnet_msg_encode_connect(buf, sizeof(buf), 1, 2, 3, NULL, addr, 0), 0);
 	CU_ASSERT_EQUAL(
-		fabnet_msg_encode_connect(buf, sizeof(buf), 1, 2, 3, addr, FABNET_ADDR_MAX + 1), 0);
+		fabnet_msg_encode_connect(buf, sizeof(buf), 1, 2, 3, NULL, addr, FABNET_ADDR_MAX + 1), 0);
 }
 
 static void cts_encoder_refuses_0_or_more_than_8_receives(void)
@@ -749,7 +757,7 @@ static void connect_from_src_id_0_is_rejected(void)
 {
 	uint8_t buf[64];
 	struct fabnet_msg m;
-	size_t n = fabnet_msg_encode_connect(buf, sizeof(buf), 1, 0, 2, sample_addr, 4);
+	size_t n = fabnet_msg_encode_connect(buf, sizeof(buf), 1, 0, 2, NULL, sample_addr, 4);
 
 	CU_ASSERT_NOT_EQUAL_FATAL(n, 0);
 	CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, n, &m));
