@@ -233,7 +233,7 @@ static ncclResult_t reg_common(void *comm, void *data, size_t size, int type, in
 		}
 		fd = -1;
 	}
-	rc = fabnet_mr_reg(d, data, size, type, fd, offset, &mr);
+	rc = fabnet_mr_get(d, data, size, type, fd, offset, &mr);
 	pthread_mutex_unlock(&d->lock);
 	if (rc)
 		return ncclSystemError;
@@ -273,7 +273,7 @@ ncclResult_t fabnet_api_dereg_mr(void *comm, void *mhandle)
 	}
 	d = m->dev;
 	pthread_mutex_lock(&d->lock);
-	fabnet_mr_dereg(m);
+	fabnet_mr_put(m);
 	pthread_mutex_unlock(&d->lock);
 	return ncclSuccess;
 }

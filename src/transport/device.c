@@ -298,7 +298,6 @@ int fabnet_dev_open(struct fabnet_dev *dev)
 #ifdef FI_RX_CQ_DATA
 	dev->rx_cq_data = !!(dev->mode & FI_RX_CQ_DATA);
 #endif
-	dev->next_key = 1;
 	if (dev->cq_data_size < 4) {
 		FN_WARN("fabnet: provider %s carries %zu bytes of CQ data on %s; fabnet needs 4. "
 			"Choose another provider with FABNET_PROVIDER.", dev->prov_name,
@@ -328,6 +327,14 @@ int fabnet_dev_open(struct fabnet_dev *dev)
 	dev->eager_max = dev->buf_size - FABNET_MSG_HDR_SIZE - FABNET_EAGER_FIXED;
 	dev->buf_size = (dev->buf_size + 63) & ~(size_t)63;
 
+	/* Keys we pick go back into use only after a quarantine (keypool.h): a
+	 * peer that still holds an old key must not reach a new buffer. */
+	OPEN_CHECK(fabnet_keypool_init(&dev->keys,
+				       info->domain_attr->mr_key_size ? info->domain_attr->mr_key_size : 8,
+				       FABNET_KEY_QUARANTINE_COUNT, FABNET_KEY_QUARANTINE_NS) ? -FI_ENOMEM : 0,
+		   "setting up the key pool", "");
+	OPEN_CHECK(fabnet_regcache_init(&dev->cache, 0) ? -FI_ENOMEM : 0,
+		   "setting up the registration cache", "");
 	OPEN_CHECK(fi_fabric(info->fabric_attr, &dev->fabric, NULL), "fi_fabric",
 		   "Is the provider installed and the fabric up?");
 	OPEN_CHECK(fi_domain(dev->fabric, info, &dev->domain, NULL), "fi_domain",
@@ -401,6 +408,13 @@ void fabnet_dev_close(struct fabnet_dev *dev)
 	if (dev->tx_mr)
 		fabnet_mr_dereg(dev->tx_mr);
 	dev->rx_mr = dev->tx_mr = NULL;
+	/* Registrations the application never released go with the domain. */
+	if (dev->cache.trees || dev->cache.detached)
+		fabnet_regcache_fini(&dev->cache, fabnet_mr_release_cached, NULL);
+	memset(&dev->cache, 0, sizeof(dev->cache));
+	if (dev->keys.slots || dev->keys.fifo)
+		fabnet_keypool_fini(&dev->keys);
+	memset(&dev->keys, 0, sizeof(dev->keys));
 	if (dev->cq)
 		fi_close(&dev->cq->fid);
 	if (dev->av)

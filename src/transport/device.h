@@ -20,6 +20,8 @@
 #include <rdma/fi_domain.h>
 #include <rdma/fi_endpoint.h>
 
+#include "core/keypool.h"
+#include "core/regcache.h"
 #include "core/wire.h"
 
 struct fabnet_dev;
@@ -104,7 +106,8 @@ struct fabnet_dev {
 	int virt_addr;          /* FI_MR_VIRT_ADDR: remote addresses are virtual */
 	int mr_endpoint;        /* FI_MR_ENDPOINT: bind each MR to the endpoint */
 	int rx_cq_data;         /* FI_RX_CQ_DATA: remote CQ data consumes a receive */
-	uint64_t next_key;      /* keys we choose when !prov_key */
+	struct fabnet_keypool keys;   /* keys we choose when !prov_key */
+	struct fabnet_regcache cache; /* live registrations, shared by every comm */
 
 	/* Bounce buffers: rx pre-posted for messages, tx for messages we send. */
 	size_t buf_size;

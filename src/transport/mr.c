@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <rdma/fi_errno.h>
 
@@ -28,13 +29,26 @@ static int mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int d
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return -FI_ENOMEM;
+	m->dev = dev;
 	memset(&attr, 0, sizeof(attr));
 	attr.mr_iov = &iov;
 	attr.iov_count = 1;
 	attr.access = FI_SEND | FI_RECV | FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE;
 	/* Keys we choose are never handed out twice on a domain (a 64-bit counter),
 	 * so a peer holding an old key cannot reach a newer registration. */
-	attr.requested_key = dev->prov_key ? 0 : dev->next_key++;
+	if (!dev->prov_key) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		if (fabnet_keypool_alloc(&dev->keys, (uint64_t)ts.tv_sec * 1000000000ull +
+					 (uint64_t)ts.tv_nsec, &m->own_key)) {
+			FN_WARN("fabnet: no memory-region key is free on %s (%zu in use, %zu in "
+				"quarantine). Deregister buffers you no longer use.", dev->name,
+				dev->keys.in_use, dev->keys.quarantined);
+			free(m);
+			return -FI_ENOSPC;
+		}
+		attr.requested_key = m->own_key;
+	}
 	attr.iface = FI_HMEM_SYSTEM;
 #if HAVE_DECL_FI_HMEM_CUDA
 	if (type == NCCL_PTR_CUDA) {
@@ -52,7 +66,7 @@ static int mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int d
 		attr.dmabuf = &dmabuf;
 		flags |= FI_MR_DMABUF;
 #else
-		free(m);
+		fabnet_mr_dereg(m);
 		return -FI_ENOSYS;
 #endif
 	}
@@ -64,7 +78,7 @@ static int mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int d
 				"that the provider supports this memory.", len, buf,
 				type == NCCL_PTR_CUDA ? "CUDA" : "host",
 				dmabuf_fd >= 0 ? ", dma-buf" : "", dev->name, fi_strerror(-rc), rc);
-		free(m);
+		fabnet_mr_dereg(m);
 		return rc;
 	}
 	if (dev->mr_endpoint) {
@@ -74,8 +88,7 @@ static int mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int d
 		if (rc) {
 			FN_WARN("fabnet: binding a memory region to the endpoint on %s failed: %s (%d)",
 				dev->name, fi_strerror(-rc), rc);
-			fi_close(&m->mr->fid);
-			free(m);
+			fabnet_mr_dereg(m);
 			return rc;
 		}
 	}
@@ -92,12 +105,80 @@ static int mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int d
 
 void fabnet_mr_dereg(struct fabnet_mr *m)
 {
+	struct timespec ts;
+
 	if (!m)
 		return;
 	if (m->mr)
 		fi_close(&m->mr->fid);
+	if (m->own_key) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		fabnet_keypool_free(&m->dev->keys, m->own_key,
+				    (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec);
+	}
 	m->magic = 0;
 	free(m);
+}
+
+/* dma-buf registrations are cached under their own type: an address-based
+ * lookup must not return one, and they are only shared when page-aligned. */
+#define DMABUF_TYPE_TAG 0x100
+
+int fabnet_mr_get(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,
+		  uint64_t dmabuf_offset, struct fabnet_mr **out)
+{
+	size_t page = dev->cache.page_size;
+	uintptr_t start, end;
+	struct fabnet_regcache_entry *e;
+	struct fabnet_mr *m;
+	int ctype = type | (dmabuf_fd >= 0 ? DMABUF_TYPE_TAG : 0);
+	int rc;
+
+	*out = NULL;
+	if (fabnet_regcache_align((uintptr_t)buf, len, page, &start, &end))
+		return -FI_EINVAL;
+	e = fabnet_regcache_lookup(&dev->cache, (uintptr_t)buf, len, ctype);
+	if (e) {
+		fabnet_regcache_ref(e);
+		*out = e->payload;
+		return 0;
+	}
+	if (dmabuf_fd >= 0) {
+		/* The fd's offset names exactly these bytes: register them as given. */
+		rc = fabnet_mr_reg(dev, buf, len, type, dmabuf_fd, dmabuf_offset, &m);
+		if (rc)
+			return rc;
+		if (start != (uintptr_t)buf || end != (uintptr_t)buf + len) {
+			*out = m; /* not shareable: no entry */
+			return 0;
+		}
+	} else {
+		rc = fabnet_mr_reg(dev, (void *)start, end - start, type, -1, 0, &m);
+		if (rc)
+			return rc;
+	}
+	if (fabnet_regcache_insert(&dev->cache, start, end, ctype, m, &m->entry)) {
+		m->entry = NULL; /* still usable, just not shared */
+	}
+	*out = m;
+	return 0;
+}
+
+void fabnet_mr_put(struct fabnet_mr *m)
+{
+	void *payload = NULL;
+
+	if (!m->entry) {
+		fabnet_mr_dereg(m);
+		return;
+	}
+	if (fabnet_regcache_unref(&m->dev->cache, m->entry, &payload) == 0)
+		fabnet_mr_dereg(payload);
+}
+
+void fabnet_mr_release_cached(void *payload, void *arg)
+{
+	fabnet_mr_dereg(payload);
 }
 
 int fabnet_mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,

@@ -20,7 +20,23 @@ struct fabnet_mr {
 	uint64_t key;      /* what the peer needs to write here */
 	uintptr_t base;
 	size_t len;
+	uint64_t own_key;  /* from dev->keys, 0 when the provider chose the key */
+	struct fabnet_regcache_entry *entry; /* NULL: not shared through the cache */
 };
+
+/* Keys are quarantined until 4096 other keys were freed after them and 10 s
+ * passed: longer than any transfer a stale peer could still be in. */
+#define FABNET_KEY_QUARANTINE_COUNT 4096
+#define FABNET_KEY_QUARANTINE_NS (10ull * 1000 * 1000 * 1000)
+
+/* Registration through the device's cache (regIsGlobal): a range inside a
+ * live registration of the same kind is a hit and takes a reference; a miss
+ * registers the page-aligned range. Release with fabnet_mr_put. */
+int fabnet_mr_get(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,
+		  uint64_t dmabuf_offset, struct fabnet_mr **out);
+void fabnet_mr_put(struct fabnet_mr *mr);
+/* regcache_fini callback: deregisters what the cache still held. */
+void fabnet_mr_release_cached(void *payload, void *arg);
 
 /* Registers [buf, buf+len) for local and remote access: by address when
  * dmabuf_fd < 0, else as a static dma-buf region (fd, offset) mapped at buf.

@@ -382,7 +382,7 @@ static void connect_round_trips_for_every_address_length(void)
 	struct unit_loop loop = UNIT_LOOP_INIT;
 
 	for (unsigned len = 1; len <= FABNET_ADDR_MAX; len++) {
-		uint8_t buf[FABNET_MSG_HDR_SIZE + 12 + FABNET_ADDR_MAX];
+		uint8_t buf[FABNET_MSG_HDR_SIZE + 24 + FABNET_ADDR_MAX];
 		uint8_t addr[FABNET_ADDR_MAX];
 		uint64_t nonce = unit_rand(&rng);
 		struct fabnet_msg m;
@@ -391,7 +391,7 @@ static void connect_round_trips_for_every_address_length(void)
 
 		unit_rand_bytes(&rng, addr, len);
 		n = fabnet_msg_encode_connect(buf, sizeof(buf), 77, 78, nonce, &sample_proc, addr, (uint8_t)len);
-		UNIT_LOOP_CHECK(&loop, n == FABNET_MSG_HDR_SIZE + 12 + len,
+		UNIT_LOOP_CHECK(&loop, n == FABNET_MSG_HDR_SIZE + 24 + len,
 				"addrlen %u: encoded %zu bytes", len, n);
 		memset(&m, 0, sizeof(m));
 		why = fabnet_msg_decode(buf, n, &m);
@@ -416,7 +416,7 @@ static void connect_ack_round_trips(void)
 	struct fabnet_msg m;
 	size_t n = fabnet_msg_encode_ack(buf, sizeof(buf), 0xffffffffu, 5, UINT64_MAX - 1, &sample_proc);
 
-	CU_ASSERT_EQUAL_FATAL(n, FABNET_MSG_HDR_SIZE + 8);
+	CU_ASSERT_EQUAL_FATAL(n, FABNET_MSG_HDR_SIZE + 24);
 	CU_ASSERT_PTR_NULL_FATAL(fabnet_msg_decode(buf, n, &m));
 	CU_ASSERT_EQUAL(m.type, FABNET_MSG_CONNECT_ACK);
 	CU_ASSERT_EQUAL(m.dst_id, 0xffffffffu);

@@ -16,6 +16,8 @@ void register_config_tests(void);
 void register_wire_tests(void);
 void register_pool_tests(void);
 void register_match_tests(void);
+void register_regcache_tests(void);
+void register_keypool_tests(void);
 
 /* Registers a test under its function name, so the report reads like a list
  * of behaviours. Registry errors are checked once, in main(). */
