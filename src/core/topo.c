@@ -11,7 +11,8 @@
 
 #include "core/topo.h"
 
-static void set_err(struct fabnet_topo *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(struct fabnet_topo *t, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 static void set_err(struct fabnet_topo *t, const char *fmt, ...)
 {
 	va_list ap;
@@ -699,6 +700,17 @@ static void fill_cpu(struct fabnet_topo_cpu *c, hwloc_topology_t topo, hwloc_obj
 		c->model = atoi(v);
 }
 
+/* Index in pci[] of obj's parent when that is a bridge or PCI device (pass
+ * 1 stored index + 1 in userdata), else -1: the parent is a CPU object. */
+static int pci_parent(hwloc_obj_t obj)
+{
+	hwloc_obj_t p = obj->parent;
+
+	if (!p || !p->userdata || (p->type != HWLOC_OBJ_BRIDGE && p->type != HWLOC_OBJ_PCI_DEVICE))
+		return -1;
+	return (int)(intptr_t)p->userdata - 1;
+}
+
 static int read_hwloc(struct fabnet_topo *t, hwloc_topology_t topo)
 {
 	hwloc_obj_t obj;
@@ -732,21 +744,12 @@ static int read_hwloc(struct fabnet_topo *t, hwloc_topology_t topo)
 		obj->userdata = (void *)(intptr_t)(i + 1);
 	}
 	t->npci = i;
-	/* Pass 2: parents (I/O objects only: the top bridge's parent is a CPU
-	 * object) and depths, parents first since hwloc lists bridges by depth. */
+	/* Pass 2: parents, then depths. */
 	i = 0;
 	for (obj = NULL; (obj = hwloc_get_next_bridge(topo, obj)); i++)
-		t->pci[i].parent = obj->parent && obj->parent->userdata &&
-						   (obj->parent->type == HWLOC_OBJ_BRIDGE ||
-						    obj->parent->type == HWLOC_OBJ_PCI_DEVICE)
-					   ? (int)(intptr_t)obj->parent->userdata - 1
-					   : -1;
+		t->pci[i].parent = pci_parent(obj);
 	for (obj = NULL; (obj = hwloc_get_next_pcidev(topo, obj)); i++)
-		t->pci[i].parent = obj->parent && obj->parent->userdata &&
-						   (obj->parent->type == HWLOC_OBJ_BRIDGE ||
-						    obj->parent->type == HWLOC_OBJ_PCI_DEVICE)
-					   ? (int)(intptr_t)obj->parent->userdata - 1
-					   : -1;
+		t->pci[i].parent = pci_parent(obj);
 	for (i = 0; i < t->npci; i++) {
 		int d = 0;
 

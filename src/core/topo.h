@@ -124,7 +124,7 @@ struct fabnet_topo_cpu {
 };
 
 struct fabnet_topo {
-	int loaded;
+	int loaded;        /* 1 after a successful fabnet_topo_load() */
 	int npci;
 	struct fabnet_topo_pci *pci;
 	int naccels;
