@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -616,7 +617,59 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 	return ncclSuccess;
 }
 
-/* ---- close ------------------------------------------------------------------- */
+/* ---- close ----------------------------------------------------------------
+ * NCCL frees its buffers right after close, so nothing may touch them after:
+ *  - a send comm waits for its RMA writes (they read the send buffers), then
+ *    sends CLOSE, which tells the receiver that no write of ours is coming;
+ *  - a recv comm with receives outstanding waits for the writes announced to
+ *    land, and for the sender's CLOSE (or the sender's death), because some
+ *    providers (shm) keep copying into a buffer after its MR is closed.
+ * Waiting is bounded by FABNET_PEER_TIMEOUT_MS and by the peer checks. */
+static int user_ops_busy(struct fabnet_comm *c)
+{
+	for (uint32_t i = 0; i < c->reqs.capacity; i++) {
+		struct fabnet_req *r;
+		if (!c->reqs.in_use[i])
+			continue;
+		r = fabnet_pool_at(&c->reqs, i);
+		if (r->kind == FABNET_REQ_SEND && r->u.send.writes_posted != r->u.send.writes_done)
+			return 1;
+		if (r->kind == FABNET_REQ_FLUSH && r->msg_pending)
+			return 1;
+		if (r->kind == FABNET_REQ_RECV && !c->peer_closed && c->state == FABNET_READY)
+			for (int k = 0; k < r->u.recv.n; k++)
+				if (!r->u.recv.e[k].done && r->u.recv.e[k].mr)
+					return 1; /* the sender may be writing there */
+	}
+	return 0;
+}
+
+static void wait_user_ops(struct fabnet_comm *c)
+{
+	unsigned timeout = fabnet_config()->peer_timeout_ms;
+	struct timespec start;
+
+	if (!user_ops_busy(c))
+		return;
+	fabnet_proto_drop_stalled(c); /* writes not yet posted never will be */
+	for (uint32_t i = 0; i < c->reqs.capacity; i++) {
+		struct fabnet_req *r = c->reqs.in_use[i] ? fabnet_pool_at(&c->reqs, i) : NULL;
+		if (r && r->kind == FABNET_REQ_SEND)
+			r->u.send.next_off = r->u.send.size; /* post no more chunks */
+	}
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (user_ops_busy(c) && elapsed_ms(&start) < timeout) {
+		if (fabnet_dev_progress(c->dev))
+			break;
+		fabnet_proto_check_peer(c);
+		sched_yield();
+	}
+	if (user_ops_busy(c))
+		FN_WARN("fabnet: closing comm %u on %s with RMA operations still in flight after "
+			"%u ms: keep their buffers allocated until the process exits", c->id,
+			c->dev->name, timeout);
+}
+
 ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
 {
 	struct fabnet_dev *dev = c->dev;
@@ -632,6 +685,8 @@ ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
 			*link = c->next;
 		c->next = NULL;
 	}
+	if (c->state == FABNET_READY)
+		wait_user_ops(c);
 	/* Tell the peer how far we got, so it fails only what cannot complete. */
 	if (c->state == FABNET_READY && !c->peer_closed) {
 		void *buf = fabnet_dev_txbuf_get(dev);

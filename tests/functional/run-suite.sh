@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The functional suite that `make check` runs: fabnet-ft once per libfabric
+# provider, then the two-namespace test. Exits non-zero if anything failed.
+#
+# Environment (make check sets the first three):
+#   FABNET_PLUGIN        the plugin .so      (default: ./.libs/libnccl-net-fabnet.so)
+#   FABNET_FT            the fabnet-ft binary (default: ./tests/functional/fabnet-ft)
+#   FABNET_SRCDIR        the source tree      (default: two levels above this script)
+#   FABNET_FT_PROVIDERS  providers to run     (default: "tcp shm sockets udp")
+#   FABNET_FT_SCENARIO   scenarios to run     (default: all)
+#   FABNET_FT_RUN_TIMEOUT seconds per provider run (default: 900)
+#   FABNET_FT_NETNS=0    skip the namespace test
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+srcdir=${FABNET_SRCDIR:-$(cd "$here/../.." && pwd)}
+plugin=${FABNET_PLUGIN:-$PWD/.libs/libnccl-net-fabnet.so}
+ft=${FABNET_FT:-$PWD/tests/functional/fabnet-ft}
+providers=${FABNET_FT_PROVIDERS:-tcp shm sockets udp}
+scenario=${FABNET_FT_SCENARIO:-all}
+run_timeout=${FABNET_FT_RUN_TIMEOUT:-900}
+
+declare -a summary
+failed=0
+
+if [ ! -f "$plugin" ]; then
+	echo "run-suite: the plugin $plugin does not exist (build it first)" >&2
+	exit 1
+fi
+if [ ! -x "$ft" ]; then
+	echo "run-suite: $ft is not built (make tests/functional/fabnet-ft)" >&2
+	exit 1
+fi
+
+echo "run-suite: plugin $plugin"
+echo "run-suite: providers: $providers; scenarios: $scenario"
+
+for prov in $providers; do
+	echo
+	echo "=== provider $prov ==="
+	log=$(mktemp "${TMPDIR:-/tmp}/fabnet-ft-$prov.XXXXXX")
+	extra=()
+	case $prov in
+	sockets) extra=(FI_SOCKETS_PE_WAITTIME=0) ;;
+	esac
+	start=$(date +%s)
+	env FABNET_PROVIDER="$prov" "${extra[@]}" \
+		timeout --kill-after=30 "$run_timeout" \
+		"$ft" --plugin "$plugin" --scenario "$scenario" 2>&1 | tee "$log"
+	rc=${PIPESTATUS[0]}
+	secs=$(( $(date +%s) - start ))
+	counts=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		summary+=("FAIL  $prov: timed out after ${run_timeout}s ${counts:+($counts so far)}")
+		failed=1
+	elif [ "$rc" -ne 0 ]; then
+		summary+=("FAIL  $prov: ${counts:-no summary line} (exit $rc, ${secs}s)")
+		failed=1
+	elif [ -z "$counts" ]; then
+		summary+=("FAIL  $prov: exit 0 but no summary line (${secs}s)")
+		failed=1
+	else
+		summary+=("PASS  $prov: $counts (${secs}s)")
+	fi
+	rm -f "$log"
+done
+
+echo
+echo "=== network namespaces ==="
+if [ "${FABNET_FT_NETNS:-1}" = 0 ]; then
+	summary+=("SKIP  netns: FABNET_FT_NETNS=0")
+elif [ "$(id -u)" != 0 ]; then
+	echo "SKIP netns: not running as root"
+	summary+=("SKIP  netns: not root")
+elif ! command -v ip >/dev/null 2>&1; then
+	echo "SKIP netns: no ip command"
+	summary+=("SKIP  netns: no ip command")
+else
+	start=$(date +%s)
+	FABNET_PLUGIN="$plugin" FABNET_FT="$ft" FABNET_FT_SCENARIO="$scenario" \
+		timeout --kill-after=30 "$run_timeout" bash "$srcdir/tests/functional/netns.sh"
+	rc=$?
+	secs=$(( $(date +%s) - start ))
+	case $rc in
+	0) summary+=("PASS  netns (tcp across two namespaces, ${secs}s)") ;;
+	77) summary+=("SKIP  netns: namespaces unavailable here") ;;
+	124|137) summary+=("FAIL  netns: timed out after ${run_timeout}s"); failed=1 ;;
+	*) summary+=("FAIL  netns (exit $rc, ${secs}s)"); failed=1 ;;
+	esac
+fi
+
+echo
+echo "=== summary ==="
+for line in "${summary[@]}"; do
+	echo "$line"
+done
+if [ "$failed" -ne 0 ]; then
+	echo "run-suite: FAILED"
+	exit 1
+fi
+echo "run-suite: all passed"
+exit 0
