@@ -391,7 +391,7 @@ static void p5_makes_8_disjoint_groups_of_4_nics(void)
 		return;
 	CU_ASSERT_EQUAL_FATAL(fabnet_topo_groups(&t, &g), 8);
 	for (int i = 0; i < 8; i++) {
-		char nics[64], accel[8];
+		char nics[64], accel[16];
 
 		snprintf(nics, sizeof(nics), "%d %d %d %d", 4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3);
 		snprintf(accel, sizeof(accel), "%d", i);
@@ -445,7 +445,7 @@ static void gaudi_accelerators_share_the_nic_of_their_top_switch(void)
 	check_rails(&t, expected, 8, FABNET_TOPO_SWITCH);
 	CU_ASSERT_EQUAL_FATAL(fabnet_topo_groups(&t, &g), 4);
 	for (int i = 0; i < 4; i++) {
-		char nic[8], accels[16];
+		char nic[16], accels[16];
 
 		snprintf(nic, sizeof(nic), "%d", i);
 		snprintf(accels, sizeof(accels), "%d %d", 2 * i, 2 * i + 1);
