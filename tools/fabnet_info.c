@@ -113,6 +113,8 @@ static int config_rows(const struct fabnet_config *c, struct cfg_row *rows)
 	ROW("FABNET_WRITES_IN_FLIGHT", src_name(c->src_writes_in_flight), "%u", c->writes_in_flight);
 	ROW("FABNET_CONNECT_TIMEOUT_MS", src_name(c->src_connect_timeout), "%u", c->connect_timeout_ms);
 	ROW("FABNET_LINK_SPEED_MBPS", src_name(c->src_link_speed), "%u", c->link_speed_mbps);
+	ROW("FABNET_PEER_TIMEOUT_MS", src_name(c->src_peer_timeout), "%u", c->peer_timeout_ms);
+	ROW("FABNET_HMEM", src_name(c->src_hmem), "%d", c->hmem);
 	ROW("FABNET_DMABUF", src_name(c->src_dmabuf), "%d", c->dmabuf);
 	ROW("FABNET_GDR_FLUSH", src_name(c->src_gdr_flush), "%s", flush_names[c->gdr_flush & 3]);
 #undef ROW

@@ -518,6 +518,12 @@ ncclResult_t pl_reg_mr(struct pl_net *net, void *comm, void *data, size_t size, 
 	}
 }
 
+ncclResult_t pl_reg_mr_dmabuf(struct pl_net *net, void *comm, void *data, size_t size, int type,
+			      uint64_t offset, int fd, void **mhandle)
+{
+	PL_SAME(regMrDmaBuf, comm, data, size, type, offset, fd, mhandle);
+}
+
 ncclResult_t pl_dereg_mr(struct pl_net *net, void *comm, void *mhandle)
 {
 	PL_SAME(deregMr, comm, mhandle);

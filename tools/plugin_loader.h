@@ -93,6 +93,10 @@ ncclResult_t pl_connect(struct pl_net *net, int dev, void *handle, void **send_c
 ncclResult_t pl_accept(struct pl_net *net, void *listen_comm, void **recv_comm);
 ncclResult_t pl_reg_mr(struct pl_net *net, void *comm, void *data, size_t size, int type,
 		       void **mhandle);
+/* regMrDmaBuf: the same signature in every version v6..v12. NCCL closes fd
+ * right after the call returns. */
+ncclResult_t pl_reg_mr_dmabuf(struct pl_net *net, void *comm, void *data, size_t size, int type,
+			      uint64_t offset, int fd, void **mhandle);
 ncclResult_t pl_dereg_mr(struct pl_net *net, void *comm, void *mhandle);
 /* request is NULL on success when the plugin wants the call retried later. */
 ncclResult_t pl_isend(struct pl_net *net, void *send_comm, void *data, size_t size, int tag,

@@ -136,6 +136,7 @@ int fabnet_config_parse(struct fabnet_config *cfg, fabnet_getenv_fn lookup, char
 	cfg->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
 	cfg->link_speed_mbps = DEFAULT_LINK_SPEED_MBPS;
 	cfg->dmabuf = 1;
+	cfg->hmem = 1;
 	cfg->peer_timeout_ms = DEFAULT_PEER_TIMEOUT_MS;
 	cfg->gdr_flush = FABNET_FLUSH_READ;
 
@@ -190,6 +191,12 @@ int fabnet_config_parse(struct fabnet_config *cfg, fabnet_getenv_fn lookup, char
 		if (fabnet_parse_bool(v, &cfg->dmabuf))
 			return bad(err, errlen, "FABNET_DMABUF", v, "0 or 1");
 		cfg->src_dmabuf = FABNET_SRC_ENV;
+	}
+	v = lookup("FABNET_HMEM");
+	if (v && *v) {
+		if (fabnet_parse_bool(v, &cfg->hmem))
+			return bad(err, errlen, "FABNET_HMEM", v, "0 or 1");
+		cfg->src_hmem = FABNET_SRC_ENV;
 	}
 	v = lookup("FABNET_GDR_FLUSH");
 	if (v && *v) {

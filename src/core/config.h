@@ -25,11 +25,12 @@ struct fabnet_config {
 	unsigned link_speed_mbps; /* FABNET_LINK_SPEED_MBPS: speed when the NIC reports none */
 	int allow_loopback;       /* FABNET_ALLOW_LOOPBACK: expose the "lo" domain too */
 	int dmabuf;               /* FABNET_DMABUF: use dma-buf registrations when possible */
+	int hmem;                 /* FABNET_HMEM: ask providers for FI_HMEM (accelerator memory) */
 	int gdr_flush;            /* FABNET_GDR_FLUSH: enum fabnet_flush_mode */
 	/* Where each value came from, for fabnet-info and the INFO log. */
 	enum fabnet_config_source src_eager_max, src_rx_buffers, src_tx_buffers, src_max_write,
 		src_writes_in_flight, src_connect_timeout, src_peer_timeout, src_link_speed, src_iface,
-		src_allow_loopback, src_dmabuf, src_gdr_flush;
+		src_allow_loopback, src_dmabuf, src_hmem, src_gdr_flush;
 };
 
 enum fabnet_flush_mode {

@@ -264,7 +264,7 @@ int fabnet_fabric_discover(const struct fabnet_config *cfg, struct fabnet_dev **
 	for (int i = 0; i < npick; i++) {
 		struct fabnet_dev *d = &devs[i];
 		d->index = i;
-		d->info = hmem_variant(pick[i]);
+		d->info = cfg->hmem ? hmem_variant(pick[i]) : NULL;
 		d->hmem = d->info != NULL;
 		if (!d->info)
 			d->info = fi_dupinfo(pick[i]);

@@ -40,7 +40,9 @@ static void probe_cuda(struct fabnet_dev *dev)
 
 	if (!dev->hmem) {
 		snprintf(dev->why_no_cuda, sizeof(dev->why_no_cuda),
-			 "provider %s offers no FI_HMEM on %s", dev->prov_name, dev->name);
+			 fabnet_config()->hmem ? "provider %s offers no FI_HMEM on %s"
+					       : "FI_HMEM not requested (FABNET_HMEM=0) for %s on %s",
+			 dev->prov_name, dev->name);
 		return;
 	}
 #if !HAVE_DECL_FI_HMEM_CUDA

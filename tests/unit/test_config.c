@@ -103,6 +103,7 @@ static const struct numeric_var {
 	{"FABNET_WRITES_IN_FLIGHT", 0, 1, 16},
 	{"FABNET_CONNECT_TIMEOUT_MS", 0, 1, 3600000},
 	{"FABNET_LINK_SPEED_MBPS", 0, 1, 10000000},
+	{"FABNET_PEER_TIMEOUT_MS", 0, 100, 3600000},
 };
 #define NUM_NUMERIC_VARS (sizeof(numeric_vars) / sizeof(numeric_vars[0]))
 
@@ -432,6 +433,8 @@ static uint64_t config_value(const char *name)
 		return cfg.connect_timeout_ms;
 	if (!strcmp(name, "FABNET_LINK_SPEED_MBPS"))
 		return cfg.link_speed_mbps;
+	if (!strcmp(name, "FABNET_PEER_TIMEOUT_MS"))
+		return cfg.peer_timeout_ms;
 	CU_FAIL("unknown variable");
 	return 0;
 }
@@ -623,6 +626,53 @@ static void too_long_iface_list_is_rejected(void)
 	CU_ASSERT_STRING_EQUAL(cfg.iface, list);
 }
 
+/* ---- memory settings ------------------------------------------------------- */
+static void dmabuf_and_hmem_default_on_and_take_bools(void)
+{
+	CU_ASSERT_EQUAL_FATAL(parse(), 0);
+	CU_ASSERT_EQUAL(cfg.dmabuf, 1);
+	CU_ASSERT_EQUAL(cfg.hmem, 1);
+	env_set("FABNET_DMABUF", "off");
+	env_set("FABNET_HMEM", "0");
+	CU_ASSERT_EQUAL_FATAL(parse(), 0);
+	CU_ASSERT_EQUAL(cfg.dmabuf, 0);
+	CU_ASSERT_EQUAL(cfg.hmem, 0);
+	CU_ASSERT_EQUAL(cfg.src_dmabuf, FABNET_SRC_ENV);
+	CU_ASSERT_EQUAL(cfg.src_hmem, FABNET_SRC_ENV);
+}
+
+static void dmabuf_and_hmem_reject_non_bools_by_name(void)
+{
+	assert_rejected("FABNET_DMABUF", "sometimes");
+	assert_rejected("FABNET_HMEM", "2");
+}
+
+static void gdr_flush_defaults_to_read_and_takes_each_mode(void)
+{
+	static const struct {
+		const char *value;
+		int mode;
+	} modes[] = {{"0", FABNET_FLUSH_OFF}, {"off", FABNET_FLUSH_OFF}, {"1", FABNET_FLUSH_READ},
+		     {"READ", FABNET_FLUSH_READ}, {"cuda", FABNET_FLUSH_CUDA},
+		     {"always", FABNET_FLUSH_ALWAYS}};
+
+	CU_ASSERT_EQUAL_FATAL(parse(), 0);
+	CU_ASSERT_EQUAL(cfg.gdr_flush, FABNET_FLUSH_READ);
+	CU_ASSERT_EQUAL(cfg.src_gdr_flush, FABNET_SRC_DEFAULT);
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+		env_set("FABNET_GDR_FLUSH", modes[i].value);
+		CU_ASSERT_EQUAL_FATAL(parse(), 0);
+		CU_ASSERT_EQUAL(cfg.gdr_flush, modes[i].mode);
+		CU_ASSERT_EQUAL(cfg.src_gdr_flush, FABNET_SRC_ENV);
+	}
+}
+
+static void gdr_flush_rejects_unknown_modes_by_name(void)
+{
+	assert_rejected("FABNET_GDR_FLUSH", "sometimes");
+	assert_rejected("FABNET_GDR_FLUSH", "2");
+}
+
 void register_config_tests(void)
 {
 	CU_pSuite s = CU_add_suite_with_setup_and_teardown("config", NULL, NULL, setup, NULL);
@@ -668,4 +718,8 @@ void register_config_tests(void)
 	UNIT_ADD(s, provider_name_may_use_the_whole_field);
 	UNIT_ADD(s, too_long_provider_is_rejected_naming_its_variable);
 	UNIT_ADD(s, too_long_iface_list_is_rejected);
+	UNIT_ADD(s, dmabuf_and_hmem_default_on_and_take_bools);
+	UNIT_ADD(s, dmabuf_and_hmem_reject_non_bools_by_name);
+	UNIT_ADD(s, gdr_flush_defaults_to_read_and_takes_each_mode);
+	UNIT_ADD(s, gdr_flush_rejects_unknown_modes_by_name);
 }
