@@ -32,7 +32,7 @@ AC_DEFUN([FABNET_CHECK_LIBFABRIC], [
 #include <rdma/fi_domain.h>]])
   AC_CHECK_MEMBERS([struct fi_mr_attr.dmabuf], [], [], [[#include <rdma/fabric.h>
 #include <rdma/fi_domain.h>]])
-  AC_CHECK_DECLS([FI_OPT_CUDA_API_PERMITTED], [], [], [[#include <rdma/fabric.h>
+  AC_CHECK_DECLS([FI_OPT_CUDA_API_PERMITTED, FI_OPT_MAX_RMA_SIZE], [], [], [[#include <rdma/fabric.h>
 #include <rdma/fi_endpoint.h>]])
   CPPFLAGS=$fabnet_save_CPPFLAGS
   LIBS=$fabnet_save_LIBS

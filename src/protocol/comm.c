@@ -582,6 +582,21 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 	size_t len;
 
 	*out = NULL;
+	/* The comm is handed out only once its CONNECT_ACK is with the provider:
+	 * an ACK left on the retry list would wait for the next call into the
+	 * plugin, which the application may not make before its peer connects. */
+	if (l->u.listen.accepting) {
+		c = l->u.listen.accepting;
+		if (c->u.recv.ack_op.queued)
+			return ncclSuccess;
+		l->u.listen.accepting = NULL;
+		if (c->state == FABNET_FAILED) {
+			fabnet_proto_close(c);
+			return ncclRemoteError;
+		}
+		*out = c;
+		return ncclSuccess;
+	}
 	if (l->u.listen.npending == 0)
 		return ncclSuccess;
 	buf = fabnet_dev_txbuf_get(dev);
@@ -613,6 +628,10 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 		comm_free(c);
 		return ncclSystemError;
 	}
+	if (c->u.recv.ack_op.queued) {
+		l->u.listen.accepting = c;
+		return ncclSuccess;
+	}
 	*out = c;
 	return ncclSuccess;
 }
@@ -643,6 +662,8 @@ static int user_ops_busy(struct fabnet_comm *c)
 	}
 	return 0;
 }
+
+#define CLOSE_FLUSH_MS 1000
 
 static void wait_user_ops(struct fabnet_comm *c)
 {
@@ -676,6 +697,8 @@ ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
 	struct fabnet_proto_dev *pd = PD(dev);
 
 	if (c->kind == FABNET_LISTEN) {
+		if (c->u.listen.accepting)
+			fabnet_proto_close(c->u.listen.accepting);
 		comm_free(c);
 		return ncclSuccess;
 	}
@@ -700,8 +723,18 @@ ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
 			/* The CLOSE op lives in a request-independent slot: reuse ack/conn op. */
 			struct fabnet_op *op = c->kind == FABNET_SEND ? &c->u.send.conn_op
 								      : &c->u.recv.ack_op;
-			if (op->posted || op->queued || !len || send_ctl(c, op, buf, len, 1))
+			if (op->posted || op->queued || !len || send_ctl(c, op, buf, len, 1)) {
 				fabnet_dev_txbuf_put(dev, buf);
+			} else if (op->queued) {
+				/* Queued behind a busy provider: give it a moment to go out,
+				 * or the cancel below would drop it and leave the peer to
+				 * find out by keepalive. */
+				struct timespec start;
+				clock_gettime(CLOCK_MONOTONIC, &start);
+				while (op->queued && elapsed_ms(&start) < CLOSE_FLUSH_MS &&
+				       !fabnet_dev_progress(dev))
+					sched_yield();
+			}
 		}
 	}
 	c->closing = 1;

@@ -122,6 +122,7 @@ struct fabnet_comm {
 	union {
 		struct {        /* FABNET_LISTEN */
 			uint64_t nonce;
+			struct fabnet_comm *accepting; /* ACK queued, not yet posted */
 			struct fabnet_pending_conn *pending;
 			unsigned npending, cap;
 		} listen;

@@ -351,6 +351,18 @@ int fabnet_dev_open(struct fabnet_dev *dev)
 	OPEN_CHECK(fi_ep_bind(dev->ep, &dev->av->fid, 0), "fi_ep_bind(av)", "");
 	OPEN_CHECK(fi_ep_bind(dev->ep, &dev->cq->fid, FI_TRANSMIT | FI_RECV), "fi_ep_bind(cq)", "");
 	OPEN_CHECK(fi_enable(dev->ep), "fi_enable", "");
+#if HAVE_DECL_FI_OPT_MAX_RMA_SIZE
+	{
+		/* RMA may allow more than a message (EFA: 8 KiB sends, 1 GiB writes). */
+		size_t rma = 0, optlen = sizeof(rma);
+		if (fi_getopt(&dev->ep->fid, FI_OPT_ENDPOINT, FI_OPT_MAX_RMA_SIZE, &rma, &optlen) == 0 &&
+		    rma > 0) {
+			dev->max_write = rma;
+			if (cfg->max_write && cfg->max_write < dev->max_write)
+				dev->max_write = cfg->max_write;
+		}
+	}
+#endif
 	dev->addrlen = sizeof(dev->addr);
 	OPEN_CHECK(fi_getname(&dev->ep->fid, dev->addr, &dev->addrlen), "fi_getname",
 		   "The endpoint address is longer than a connection handle can carry.");
