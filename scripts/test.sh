@@ -1,39 +1,65 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests and the functional suite (tcp, shm, sockets,
 # udp, two network namespaces) against Debian's libfabric 1.17 and against
-# libfabric 2.1 built from source, plus a clang -Werror build.
-set -euo pipefail
+# libfabric 2.1 built from source; the functional suite again under the EFA
+# contract layer; the decoders fuzzed; ASan+UBSan, TSan and valgrind runs; a
+# clang -Werror build; the exported symbols. Ends with "N passed, M failed",
+# one count per step.
+set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh || exit 1
 [ -x configure ] || ./autogen.sh >/dev/null 2>&1
 
-status=0
-run_check() { # NAME BUILDDIR CONFIGURE-ARGS...
-	local name=$1 dir=$2; shift 2
+passed=0 failed=0
+step() { # NAME COMMAND...
+	local name=$1; shift
 	echo "=== $name"
-	bash scripts/build.sh "$dir" "$@"
-	if (cd "$dir" && make check -j1 >check.out 2>&1); then
-		grep -hE '^(PASS|FAIL|SKIP|ERROR|# )|passed, .* failed' "$dir"/tests/functional/*.log "$dir"/tests/unit/*.log 2>/dev/null | tail -60
-		echo "=== $name: ok"
+	if "$@"; then
+		echo "=== $name: ok"; passed=$((passed + 1))
 	else
-		status=1
-		cat "$dir"/tests/functional/*.log "$dir"/tests/unit/*.log 2>/dev/null | tail -150
-		echo "=== $name: FAILED"
+		echo "=== $name: FAILED"; failed=$((failed + 1))
 	fi
 }
 
-run_check "libfabric 1.17 (Debian), gcc" build-1.17
-lf21=$(bash scripts/libfabric-2.1.sh)
-run_check "libfabric 2.1 (source), gcc" build-2.1 --with-libfabric="$lf21"
+make_check() { # BUILDDIR CONFIGURE-ARGS...
+	local dir=$1; shift
+	bash scripts/build.sh "$dir" "$@" || return 1
+	if (cd "$dir" && make check -j1 >check.out 2>&1); then
+		grep -hE '^(PASS|FAIL|SKIP)|passed, .* failed|^unit:' "$dir"/tests/functional/*.log \
+			"$dir"/tests/unit/*.log "$dir"/tests/contract/*.log 2>/dev/null | tail -80
+	else
+		cat "$dir"/tests/*/*.log 2>/dev/null | tail -150
+		return 1
+	fi
+}
 
-echo "=== clang -Werror build"
-if bash scripts/build.sh build-clang CC=clang; then echo "=== clang: ok"; else status=1; fi
+contract() { # BUILDDIR: the functional suite held to EFA's contract
+	(cd "$1" && bash "$top/tests/contract/run-plugin.sh" --ft tests/functional/fabnet-ft \
+		.libs/libnccl-net-fabnet.so >contract.out 2>&1)
+	local rc=$?
+	grep -E '^(PASS|FAIL)  ' "$1/contract.out"
+	[ $rc -eq 0 ] || tail -60 "$1/contract.out"
+	return $rc
+}
 
-echo "=== exported symbols"
-syms=$(nm -D --defined-only build-1.17/.libs/libnccl-net-fabnet.so | awk '{print $3}' | sort | tr '\n' ' ')
-echo "$syms"
-want="ncclNetPlugin_v10 ncclNetPlugin_v11 ncclNetPlugin_v12 ncclNetPlugin_v6 ncclNetPlugin_v7 ncclNetPlugin_v8 ncclNetPlugin_v9 "
-if [ "$syms" = "$want" ]; then echo "1 passed, 0 failed"; else echo "unexpected exports"; status=1; fi
+exports() {
+	local syms want
+	syms=$(nm -D --defined-only build-1.17/.libs/libnccl-net-fabnet.so | awk '{print $3}' | sort | tr '\n' ' ')
+	want="ncclNetPlugin_v10 ncclNetPlugin_v11 ncclNetPlugin_v12 ncclNetPlugin_v6 ncclNetPlugin_v7 ncclNetPlugin_v8 ncclNetPlugin_v9 "
+	echo "exported: $syms"
+	[ "$syms" = "$want" ]
+}
 
-exit $status
+lf21=$(bash scripts/libfabric-2.1.sh) || { echo "libfabric 2.1 build failed"; exit 1; }
+step "make check, libfabric 1.17 (Debian)" make_check build-1.17
+step "make check, libfabric 2.1 (source)" make_check build-2.1 --with-libfabric="$lf21"
+step "EFA contract layer, libfabric 1.17 (reorder 8, 10% EAGAIN)" contract build-1.17
+step "EFA contract layer, libfabric 2.1 (reorder 8, 10% EAGAIN)" contract build-2.1
+step "fuzzing the decoders" bash scripts/fuzz.sh "${FABNET_FUZZ_SECONDS:-20}"
+step "ASan+UBSan, TSan, valgrind" bash scripts/sanitize.sh
+step "clang -Werror build" bash scripts/build.sh build-clang CC=clang
+step "exported symbols are the plugin tables only" exports
+
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
