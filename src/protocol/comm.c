@@ -331,10 +331,22 @@ void fabnet_proto_check_peer(struct fabnet_comm *c)
 
 	if (c->kind == FABNET_LISTEN || c->state != FABNET_READY || c->closing || c->peer_closed)
 		return;
+	if (c->checked.tv_sec && elapsed_ms(&c->checked) < interval / 2)
+		return; /* cheap: at most a few checks per interval */
+	clock_gettime(CLOCK_MONOTONIC, &c->checked);
+	if (peer_exited(c)) {
+		char why[64];
+		snprintf(why, sizeof(why), "the peer process %u has exited", c->peer_proc.pid);
+		fabnet_proto_fail_comm(c, why);
+		return;
+	}
 	/* A keepalive goes out at most `interval` after the last good one; waiting
-	 * timeout - interval for it keeps detection within the timeout. */
+	 * timeout - interval for it keeps detection within the timeout. Providers
+	 * whose sends complete only when the peer's software answers (rxd) cannot
+	 * tell a silent peer from a dead one this way: there only a failed
+	 * keepalive or the process check counts. */
 	if (c->ping_pending) {
-		if (elapsed_ms(&c->ping_sent) > timeout - interval) {
+		if (!c->dev->delivery_needs_peer && elapsed_ms(&c->ping_sent) > timeout - interval) {
 			char why[96];
 			snprintf(why, sizeof(why), "the peer did not take a keepalive within %u ms "
 				 "(FABNET_PEER_TIMEOUT_MS)", timeout);
@@ -344,12 +356,6 @@ void fabnet_proto_check_peer(struct fabnet_comm *c)
 	}
 	if (c->ping_sent.tv_sec && elapsed_ms(&c->ping_sent) < interval)
 		return;
-	if (peer_exited(c)) {
-		char why[64];
-		snprintf(why, sizeof(why), "the peer process %u has exited", c->peer_proc.pid);
-		fabnet_proto_fail_comm(c, why);
-		return;
-	}
 	buf = fabnet_dev_txbuf_get(c->dev);
 	if (!buf)
 		return;
@@ -732,6 +738,14 @@ ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
 				struct timespec start;
 				clock_gettime(CLOCK_MONOTONIC, &start);
 				while (op->queued && elapsed_ms(&start) < CLOSE_FLUSH_MS &&
+				       !fabnet_dev_progress(dev))
+					sched_yield();
+			}
+			if (dev->delivery_needs_peer) {
+				/* rxd delivers only while we progress: see it through. */
+				struct timespec start;
+				clock_gettime(CLOCK_MONOTONIC, &start);
+				while ((op->queued || op->posted) && elapsed_ms(&start) < CLOSE_FLUSH_MS &&
 				       !fabnet_dev_progress(dev))
 					sched_yield();
 			}

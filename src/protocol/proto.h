@@ -59,6 +59,7 @@ struct fabnet_req {
 	uint8_t kind;
 	uint8_t failed;          /* ncclResult_t to report, 0 = none */
 	uint8_t msg_pending;     /* the CTS / EAGER / FIN op is with the provider */
+	uint8_t abandoned;       /* reported failed to NCCL; freed when its ops return */
 	struct fabnet_comm *comm;
 	uint32_t seq;
 	struct fabnet_op msg_op; /* CTS (recv) or EAGER/FIN (send) */
@@ -116,6 +117,7 @@ struct fabnet_comm {
 	uint8_t ping_pending;   /* a keepalive is with the provider */
 	struct fabnet_proc peer_proc; /* from CONNECT / CONNECT_ACK */
 	struct timespec ping_sent;
+	struct timespec checked;  /* last liveness check */
 	struct fabnet_op ping_op;
 	struct fabnet_pool reqs;
 	struct fabnet_comm *next; /* connecting list or zombie list */

@@ -37,6 +37,20 @@ static void req_free(struct fabnet_req *r)
 	fabnet_pool_put(&r->comm->reqs, r);
 }
 
+static int req_ops_pending(const struct fabnet_req *r)
+{
+	return r->msg_pending ||
+	       (r->kind == FABNET_REQ_SEND && r->u.send.writes_done != r->u.send.writes_posted);
+}
+
+/* A request NCCL was told has failed (its peer is gone) while the provider
+ * still held one of its operations goes back to the pool when that returns. */
+static void req_release_abandoned(struct fabnet_req *r)
+{
+	if (r->abandoned && !req_ops_pending(r))
+		req_free(r);
+}
+
 void fabnet_proto_fail_comm(struct fabnet_comm *comm, const char *why)
 {
 	char raw[FABNET_ADDR_MAX], peer[128] = "unknown address";
@@ -155,6 +169,7 @@ static void write_done(struct fabnet_op *op, int err, const struct fi_cq_data_en
 	}
 	send_advance(r);
 	unstall(pd);
+	req_release_abandoned(r);
 	fabnet_proto_op_done(comm);
 }
 
@@ -173,6 +188,7 @@ static void msg_sent(struct fabnet_op *op, int err, const struct fi_cq_data_entr
 				r->seq, comm->id, comm->dev->name, fi_strerror(err));
 		r->failed = ncclRemoteError;
 	}
+	req_release_abandoned(r);
 	fabnet_proto_op_done(comm);
 }
 
@@ -475,6 +491,11 @@ static void on_eager(struct fabnet_dev *dev, const struct fabnet_msg *m)
 		entry_fail(r, e, "the sender sent more bytes than the buffer holds");
 		return;
 	}
+	if (m->u.eager.size && e->mr && e->mr->type != NCCL_PTR_HOST) {
+		/* The CTS did not allow inline data: the buffer may be device memory. */
+		entry_fail(r, e, "the sender sent inline data to a buffer that takes RMA only");
+		return;
+	}
 	if (m->u.eager.size)
 		memcpy(e->data, m->u.eager.payload, m->u.eager.size);
 	e->got = m->u.eager.size;
@@ -582,6 +603,7 @@ static void flush_done(struct fabnet_op *op, int err, const struct fi_cq_data_en
 				r->comm->dev->name, fi_strerror(err));
 		r->failed = ncclSystemError;
 	}
+	req_release_abandoned(r);
 	fabnet_proto_op_done(r->comm);
 }
 
@@ -641,6 +663,13 @@ static int req_finished(struct fabnet_req *r)
 {
 	struct fabnet_comm *c = r->comm;
 
+	/* A failed comm's requests end now, even if the provider still holds one
+	 * of their operations (a write to a dead peer may never complete). */
+	if (c->state == FABNET_FAILED && req_ops_pending(r)) {
+		if (!r->failed)
+			r->failed = ncclRemoteError;
+		return 1;
+	}
 	if (r->msg_pending)
 		return 0;
 	if (r->kind == FABNET_REQ_FLUSH)
@@ -687,6 +716,9 @@ finished:
 	}
 	if (r->kind == FABNET_REQ_RECV)
 		c->u.recv.slot[r->seq % FABNET_NSLOTS] = NULL;
-	req_free(r);
+	if (req_ops_pending(r))
+		r->abandoned = 1;
+	else
+		req_free(r);
 	return res;
 }

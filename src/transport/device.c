@@ -305,6 +305,7 @@ int fabnet_dev_open(struct fabnet_dev *dev)
 		dev->open_failed = 1;
 		return -FI_ENOSYS;
 	}
+	dev->delivery_needs_peer = strstr(dev->prov_name, "ofi_rxd") != NULL;
 	dev->max_write = dev->max_msg_size;
 	if (cfg->max_write && cfg->max_write < dev->max_write)
 		dev->max_write = cfg->max_write;

@@ -106,6 +106,8 @@ struct fabnet_dev {
 	int virt_addr;          /* FI_MR_VIRT_ADDR: remote addresses are virtual */
 	int mr_endpoint;        /* FI_MR_ENDPOINT: bind each MR to the endpoint */
 	int rx_cq_data;         /* FI_RX_CQ_DATA: remote CQ data consumes a receive */
+	int delivery_needs_peer;/* a send completes only once the peer's software
+				 * progresses (rxd): a slow keepalive proves nothing */
 	struct fabnet_keypool keys;   /* keys we choose when !prov_key */
 	struct fabnet_regcache cache; /* live registrations, shared by every comm */
 

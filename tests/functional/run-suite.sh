@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The functional suite that `make check` runs: fabnet-ft once per libfabric
-# provider, then the two-namespace test. Exits non-zero if anything failed.
+# provider, the soak once on tcp, fabnet-hostile on tcp and shm, then the
+# two-namespace test. Exits non-zero if anything failed.
 #
 # Environment (make check sets the first three):
 #   FABNET_PLUGIN        the plugin .so      (default: ./.libs/libnccl-net-fabnet.so)
@@ -10,12 +11,16 @@
 #   FABNET_FT_SCENARIO   scenarios to run     (default: all)
 #   FABNET_FT_RUN_TIMEOUT seconds per provider run (default: 900)
 #   FABNET_FT_NETNS=0    skip the namespace test
+#   FABNET_FT_SOAK=0     skip the soak (run once, on tcp, when tcp is in the providers)
+#   FABNET_HOSTILE       the fabnet-hostile binary (default: next to fabnet-ft)
+#   FABNET_FT_HOSTILE=0  skip fabnet-hostile (run on tcp and shm, where listed)
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
 srcdir=${FABNET_SRCDIR:-$(cd "$here/../.." && pwd)}
 plugin=${FABNET_PLUGIN:-$PWD/.libs/libnccl-net-fabnet.so}
 ft=${FABNET_FT:-$PWD/tests/functional/fabnet-ft}
+hostile=${FABNET_HOSTILE:-$(dirname "$ft")/fabnet-hostile}
 providers=${FABNET_FT_PROVIDERS:-tcp shm sockets udp}
 scenario=${FABNET_FT_SCENARIO:-all}
 run_timeout=${FABNET_FT_RUN_TIMEOUT:-900}
@@ -63,6 +68,65 @@ for prov in $providers; do
 		summary+=("PASS  $prov: $counts (${secs}s)")
 	fi
 	rm -f "$log"
+done
+
+# One run of a command whose output ends with "N passed, M failed".
+# run_counted LABEL ENV... -- CMD...
+run_counted() {
+	local label=$1 log rc secs counts start
+	shift
+	local -a envs=()
+	while [ "$1" != "--" ]; do
+		envs+=("$1")
+		shift
+	done
+	shift
+	log=$(mktemp "${TMPDIR:-/tmp}/fabnet-ft-run.XXXXXX")
+	start=$(date +%s)
+	env "${envs[@]}" timeout --kill-after=30 "$run_timeout" "$@" 2>&1 | tee "$log"
+	rc=${PIPESTATUS[0]}
+	secs=$(( $(date +%s) - start ))
+	counts=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		summary+=("FAIL  $label: timed out after ${run_timeout}s ${counts:+($counts so far)}")
+		failed=1
+	elif [ "$rc" -ne 0 ]; then
+		summary+=("FAIL  $label: ${counts:-no summary line} (exit $rc, ${secs}s)")
+		failed=1
+	elif [ -z "$counts" ]; then
+		summary+=("FAIL  $label: exit 0 but no summary line (${secs}s)")
+		failed=1
+	else
+		summary+=("PASS  $label: $counts (${secs}s)")
+	fi
+	rm -f "$log"
+}
+
+for prov in $providers; do
+	[ "$prov" = tcp ] || continue
+	echo
+	echo "=== soak (provider tcp) ==="
+	if [ "${FABNET_FT_SOAK:-1}" = 0 ]; then
+		summary+=("SKIP  soak: FABNET_FT_SOAK=0")
+	else
+		run_counted "soak (tcp)" FABNET_PROVIDER=tcp -- \
+			"$ft" --plugin "$plugin" --scenario soak
+	fi
+done
+
+for prov in $providers; do
+	case $prov in tcp|shm) ;; *) continue ;; esac
+	echo
+	echo "=== fabnet-hostile (provider $prov) ==="
+	if [ "${FABNET_FT_HOSTILE:-1}" = 0 ]; then
+		summary+=("SKIP  hostile $prov: FABNET_FT_HOSTILE=0")
+	elif [ ! -x "$hostile" ]; then
+		echo "run-suite: $hostile is not built (make tests/functional/fabnet-hostile)"
+		summary+=("FAIL  hostile $prov: $hostile is not built")
+		failed=1
+	else
+		run_counted "hostile $prov" FABNET_PROVIDER="$prov" -- "$hostile"
+	fi
 done
 
 echo

@@ -1,0 +1,1224 @@
+/*
+ * fabnet-hostile: what a confused or hostile peer can do to a receive.
+ *
+ * One process, linked with the plugin's core library: device 0 is connected
+ * to itself (listen, then connect and accept in turn), a receive buffer full
+ * of a canary is registered and an irecv posted, and then messages and
+ * immediate data are forged with the wire encoders and injected exactly where
+ * the transport delivers them (fabnet_proto_on_msg / fabnet_proto_on_imm on
+ * the comm's device, under the device lock), as if the peer had sent them.
+ *
+ * After each case: no byte of the receive buffers changed, and the request is
+ * either still pending (the forgery was dropped) or failed with an error; it
+ * never completes successfully. Then the genuine sender completes the
+ * receive (a pending one must then deliver exactly the genuine bytes) or
+ * consumes the sequence (a failed one), so that every case starts from a
+ * healthy pair of comms; at the end genuine transfers of every kind are
+ * verified on the same comms.
+ *
+ *   fabnet-hostile [--verbose] [--seed S]
+ * Environment: FABNET_PROVIDER etc. as for the plugin. Prints "PASS name" or
+ * "FAIL name: reason" per case and "N passed, M failed"; exit status 1 if any
+ * case failed.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/plugin.h"
+#include "core/wire.h"
+#include "protocol/proto.h"
+#include "transport/device.h"
+#include "transport/mr.h"
+
+#define MiB (1024u * 1024u)
+#define NSLOT 8
+#define SLOT (256 * 1024)           /* one receive entry's room (the last may use more) */
+#define RBUF (NSLOT * (size_t)SLOT)
+#define SBUF (MiB + 4096)
+#define TAG0 100
+#define CASE_TIMEOUT_MS 20000
+
+/* ---- state ------------------------------------------------------------------- */
+
+static int verbose;
+static uint64_t seed = 0x4057113ull;
+static int passed, failed;
+static const char *volatile cur_case = "setup";
+
+static struct fabnet_comm *lc, *sc, *rc; /* listen, send, recv */
+static struct fabnet_dev *dev;
+static uint8_t *rbuf, *sbuf;
+static void *rmh, *smh;
+
+/* what the plugin logged during the current case */
+static int nlog;
+static char firstlog[512];
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static char why[1024];
+static size_t span = RBUF;       /* the part of the receive buffers in play */
+static int forged;               /* the current case forges something */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t mix64(uint64_t z)
+{
+	z += 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static uint8_t canary_byte(size_t off)
+{
+	return (uint8_t)(0x5A ^ (off * 0x3B) ^ (off >> 9));
+}
+
+static uint8_t pat_byte(uint64_t key, size_t off)
+{
+	return (uint8_t)(mix64(key + off / 8) >> (8 * (off % 8)));
+}
+
+static void pat_fill(uint8_t *p, size_t len, uint64_t key)
+{
+	for (size_t i = 0; i < len; i++)
+		p[i] = pat_byte(key, i);
+}
+
+static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why[0])
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static void logger(ncclDebugLogLevel level, unsigned long flags, const char *file, int line,
+		   const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	(void)flags;
+	if (level != NCCL_LOG_WARN && level != NCCL_LOG_INFO)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&log_lock);
+	if (!nlog++)
+		snprintf(firstlog, sizeof(firstlog), "%.500s", msg);
+	pthread_mutex_unlock(&log_lock);
+	if (verbose)
+		fprintf(stderr, "  [%s] %s %s:%d %s\n", cur_case, level == NCCL_LOG_WARN ? "WARN" : "INFO",
+			file ? file : "-", line, msg);
+}
+
+static void on_crash(int sig)
+{
+	char buf[256];
+	int n = snprintf(buf, sizeof(buf), "FAIL %s: crashed with signal %d%s\n", cur_case, sig,
+			 sig == SIGALRM ? " (watchdog: a call hung)" : "");
+
+	if (n > 0 && write(1, buf, (size_t)n) < 0)
+		_exit(3);
+	_exit(3);
+}
+
+/* ---- plumbing ------------------------------------------------------------------ */
+
+static void inject_msg(const void *buf, size_t len)
+{
+	pthread_mutex_lock(&dev->lock);
+	fabnet_proto_on_msg(dev, buf, len);
+	pthread_mutex_unlock(&dev->lock);
+}
+
+static void inject_imm(uint64_t data)
+{
+	pthread_mutex_lock(&dev->lock);
+	fabnet_proto_on_imm(dev, data);
+	pthread_mutex_unlock(&dev->lock);
+}
+
+static void progress(int rounds)
+{
+	for (int i = 0; i < rounds; i++) {
+		pthread_mutex_lock(&dev->lock);
+		fabnet_dev_progress(dev);
+		pthread_mutex_unlock(&dev->lock);
+		usleep(200);
+	}
+}
+
+static uint8_t *entry(int j)
+{
+	return rbuf + (size_t)j * SLOT;
+}
+
+static void canary_reset(void)
+{
+	for (size_t i = 0; i < span; i++)
+		rbuf[i] = canary_byte(i);
+}
+
+/* Every byte of the receive buffers outside [skip_from, skip_to) holds the canary. */
+static int canary_intact(size_t skip_from, size_t skip_to, const char *when)
+{
+	for (size_t i = 0; i < span; i++) {
+		if (i >= skip_from && i < skip_to)
+			continue;
+		if (rbuf[i] != canary_byte(i)) {
+			size_t n = 0, last = i;
+			for (size_t k = i; k < span; k++)
+				if ((k < skip_from || k >= skip_to) && rbuf[k] != canary_byte(k)) {
+					n++;
+					last = k;
+				}
+			return bad("%s: %zu bytes of the receive buffers changed, first at entry %zu "
+				   "offset %zu (0x%02x), last at entry %zu offset %zu", when, n,
+				   i / SLOT, i % SLOT, rbuf[i], last / SLOT, last % SLOT);
+		}
+	}
+	return 0;
+}
+
+/* A posted receive: n entries of sizes[j] bytes at entry(j), tags TAG0 + j. */
+struct posted {
+	void *req;
+	uint32_t seq;
+	int n;
+	size_t size[NSLOT];
+};
+
+static int post_recv(struct posted *p, int n, const size_t *sizes)
+{
+	void *data[NSLOT], *mh[NSLOT];
+	size_t sz[NSLOT];
+	int tags[NSLOT];
+	int64_t deadline = now_ms() + CASE_TIMEOUT_MS;
+	ncclResult_t r;
+
+	memset(p, 0, sizeof(*p));
+	p->n = n;
+	for (int j = 0; j < n; j++) {
+		data[j] = entry(j);
+		mh[j] = rmh;
+		sz[j] = sizes[j];
+		p->size[j] = sizes[j];
+		tags[j] = TAG0 + j;
+	}
+	while (!p->req) {
+		r = fabnet_api_irecv(rc, n, data, sz, tags, mh, &p->req);
+		if (r != ncclSuccess)
+			return bad("irecv returned %d", (int)r);
+		if (now_ms() > deadline)
+			return bad("irecv kept returning a NULL request");
+	}
+	p->seq = ((struct fabnet_req *)p->req)->seq;
+	progress(5); /* the CTS reaches the send comm */
+	return 0;
+}
+
+enum outcome { PENDING, FAILED, COMPLETED };
+
+static const char *outcome_name(enum outcome o)
+{
+	return o == PENDING ? "pending" : o == FAILED ? "failed" : "completed";
+}
+
+/* Tests the receive a few times: still pending, failed, or completed. */
+static enum outcome poll_recv(struct posted *p, int rounds, int *sizes, ncclResult_t *res)
+{
+	for (int i = 0; i < rounds; i++) {
+		int done = 0;
+		*res = fabnet_api_test(p->req, &done, sizes);
+		if (*res != ncclSuccess) {
+			p->req = NULL;
+			return FAILED;
+		}
+		if (done) {
+			p->req = NULL;
+			return COMPLETED;
+		}
+		usleep(200);
+	}
+	return PENDING;
+}
+
+/* Genuine sends from the send comm: entry j gets sizes[j] bytes of pattern
+ * (key from seq and j), in reverse order. Waits for every send to complete. */
+static int genuine_send(int n, const size_t *sizes, uint32_t seq)
+{
+	void *req[NSLOT] = {NULL};
+	int done[NSLOT] = {0};
+	int64_t deadline = now_ms() + CASE_TIMEOUT_MS;
+	size_t off[NSLOT], o = 0;
+
+	for (int j = 0; j < n; j++) {
+		off[j] = o;
+		o += (sizes[j] + 63) & ~(size_t)63;
+		if (o > SBUF)
+			return bad("harness: send sizes exceed the send buffer");
+		pat_fill(sbuf + off[j], sizes[j], mix64(seed ^ ((uint64_t)seq << 8) ^ (uint64_t)j));
+	}
+	for (;;) {
+		int left = 0;
+		for (int j = n - 1; j >= 0; j--) {
+			int d = 0, sz = -1;
+			ncclResult_t r;
+			if (done[j])
+				continue;
+			left++;
+			if (!req[j]) {
+				r = fabnet_api_isend(sc, sbuf + off[j], sizes[j], TAG0 + j, smh, &req[j]);
+				if (r != ncclSuccess)
+					return bad("genuine isend %d of %zu bytes returned %d", j, sizes[j],
+						   (int)r);
+				if (!req[j])
+					continue;
+			}
+			r = fabnet_api_test(req[j], &d, &sz);
+			if (r != ncclSuccess)
+				return bad("test() on the genuine isend %d returned %d", j, (int)r);
+			if (d)
+				done[j] = 1;
+		}
+		if (!left)
+			return 0;
+		if (now_ms() > deadline)
+			return bad("the genuine isends did not complete");
+		usleep(100);
+	}
+}
+
+/* Completes a receive with genuine data and verifies it. may_fail: the
+ * forgery was allowed to poison the receive (it then must fail). */
+static int genuine_complete(struct posted *p, int may_fail)
+{
+	int sizes[NSLOT];
+	ncclResult_t res = ncclSuccess;
+	enum outcome o = PENDING;
+	int64_t deadline = now_ms() + CASE_TIMEOUT_MS;
+
+	if (genuine_send(p->n, p->size, p->seq))
+		return -1;
+	while (o == PENDING) {
+		o = poll_recv(p, 1, sizes, &res);
+		if (now_ms() > deadline)
+			return bad("the genuine transfer after the forgery never completed (hang)");
+	}
+	if (o == FAILED) {
+		if (may_fail)
+			return 0;
+		return bad("the forgery was dropped, yet the genuine transfer that followed failed "
+			   "(%d)", (int)res);
+	}
+	for (int j = 0; j < p->n; j++) {
+		uint64_t key = mix64(seed ^ ((uint64_t)p->seq << 8) ^ (uint64_t)j);
+		if (sizes[j] != (int)p->size[j])
+			return bad("genuine transfer: entry %d reported %d bytes, %zu were sent", j,
+				   sizes[j], p->size[j]);
+		for (size_t i = 0; i < p->size[j]; i++)
+			if (entry(j)[i] != pat_byte(key, i))
+				return bad("genuine transfer after the forgery: entry %d byte %zu is "
+					   "0x%02x, the sender sent 0x%02x%s", j, i, entry(j)[i],
+					   pat_byte(key, i), may_fail ? " (completed with wrong data)" : "");
+	}
+	/* nothing beyond the genuine bytes */
+	for (size_t i = 0; i < span; i++) {
+		int data = 0;
+		for (int j = 0; j < p->n && !data; j++)
+			data = i >= (size_t)j * SLOT && i < (size_t)j * SLOT + p->size[j];
+		if (!data && rbuf[i] != canary_byte(i))
+			return bad("genuine transfer: byte %zu of the receive buffers (entry %zu, "
+				   "offset %zu), outside the bytes sent, changed", i, i / SLOT, i % SLOT);
+	}
+	return 0;
+}
+
+/* The receive failed: the sender still holds its CTS. Zero-byte sends use
+ * it up (the receiver drops them: the sequence is no longer posted). */
+static int consume(struct posted *p)
+{
+	size_t zero[NSLOT] = {0};
+
+	if (genuine_send(p->n, zero, p->seq))
+		return -1;
+	progress(5);
+	return canary_intact(0, 0, "after the sender used up the failed receive's sequence");
+}
+
+static void report(const char *name)
+{
+	if (why[0]) {
+		printf("FAIL %s: %s\n", name, why);
+		failed++;
+	} else {
+		if (verbose && nlog)
+			printf("PASS %s (%d log line%s, first: %s)\n", name, nlog, nlog > 1 ? "s" : "",
+			       firstlog);
+		else
+			printf("PASS %s%s\n", name,
+			       nlog || !forged ? "" : " (dropped without a log line)");
+		passed++;
+	}
+	fflush(stdout);
+}
+
+static void begin(const char *name)
+{
+	cur_case = name;
+	span = RBUF;
+	forged = 1;
+	why[0] = '\0';
+	pthread_mutex_lock(&log_lock);
+	nlog = 0;
+	firstlog[0] = '\0';
+	pthread_mutex_unlock(&log_lock);
+	alarm(60);
+}
+
+/* ---- forged receive cases -------------------------------------------------------- */
+
+struct forge {
+	struct posted *p;
+	uint16_t rid, sid; /* the receiving comm, its genuine peer */
+};
+
+typedef void (*forge_fn)(const struct forge *f);
+
+#define MSGBUF 4096
+static uint8_t mbuf[MSGBUF + 64];
+
+static void eager(uint32_t dst, uint32_t src, uint32_t seq, uint8_t idx, size_t size)
+{
+	size_t len = fabnet_msg_encode_eager(mbuf, MSGBUF, dst, src, seq, idx, 0, size);
+	uint8_t *payload = mbuf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED;
+
+	if (!len) {
+		bad("harness: EAGER of %zu bytes does not fit", size);
+		return;
+	}
+	memset(payload, 0xEE, size);
+	inject_msg(mbuf, len);
+}
+
+static void fin(uint32_t dst, uint32_t src, uint32_t seq, uint8_t idx, uint8_t flags,
+		uint32_t nwrites, uint64_t size)
+{
+	size_t len = fabnet_msg_encode_fin(mbuf, MSGBUF, dst, src, seq, idx, flags, nwrites, size);
+
+	inject_msg(mbuf, len);
+}
+
+static void f_eager_too_big(const struct forge *f)
+{
+	eager(f->rid, f->sid, f->p->seq, 0, f->p->size[0] + 100);
+}
+static void f_eager_stale(const struct forge *f)
+{
+	eager(f->rid, f->sid, f->p->seq - 1, 0, 10);
+}
+static void f_eager_future(const struct forge *f)
+{
+	eager(f->rid, f->sid, f->p->seq + 1, 0, 10);
+}
+static void f_eager_next_round(const struct forge *f)
+{
+	eager(f->rid, f->sid, f->p->seq + FABNET_NSLOTS, 0, 10);
+}
+static void f_eager_seq_high_bits(const struct forge *f)
+{
+	eager(f->rid, f->sid, f->p->seq ^ 0x10000u, 0, 10);
+}
+static void f_eager_idx_n(const struct forge *f)
+{
+	eager(f->rid, f->sid, f->p->seq, (uint8_t)f->p->n, 10);
+}
+static void f_eager_idx_7(const struct forge *f)
+{
+	eager(f->rid, f->sid, f->p->seq, 7, 10);
+}
+static void f_eager_idx_huge(const struct forge *f)
+{
+	eager(f->rid, f->sid, f->p->seq, 200, 10);
+}
+static void f_eager_wrong_src(const struct forge *f)
+{
+	eager(f->rid, (uint32_t)f->sid + 1, f->p->seq, 0, 10);
+}
+static void f_eager_src_zero(const struct forge *f)
+{
+	eager(f->rid, 0, f->p->seq, 0, 10);
+}
+static void f_eager_src_wide(const struct forge *f)
+{
+	eager(f->rid, f->sid | 0x10000u, f->p->seq, 0, 10);
+}
+static void f_eager_to_send_comm(const struct forge *f)
+{
+	eager(f->sid, f->rid, f->p->seq, 0, 10);
+}
+static void f_eager_no_comm(const struct forge *f)
+{
+	eager(60000, f->sid, f->p->seq, 0, 10);
+}
+static void f_eager_dst_wide(const struct forge *f)
+{
+	eager(f->rid | 0x10000u, f->sid, f->p->seq, 0, 10);
+}
+static void f_eager_short_payload(const struct forge *f)
+{
+	size_t len = fabnet_msg_encode_eager(mbuf, MSGBUF, f->rid, f->sid, f->p->seq, 0, 0, 100);
+
+	memset(mbuf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED, 0xEE, 100);
+	inject_msg(mbuf, len - 50); /* says 100 bytes, carries 50 */
+}
+static void f_eager_long_payload(const struct forge *f)
+{
+	size_t len = fabnet_msg_encode_eager(mbuf, MSGBUF, f->rid, f->sid, f->p->seq, 0, 0, 10);
+
+	memset(mbuf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED, 0xEE, 60);
+	inject_msg(mbuf, len + 50); /* says 10 bytes, carries 60 */
+}
+static void f_eager_bad_flags(const struct forge *f)
+{
+	size_t len = fabnet_msg_encode_eager(mbuf, MSGBUF, f->rid, f->sid, f->p->seq, 0, 0x80, 10);
+
+	if (len) {
+		memset(mbuf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED, 0xEE, 10);
+		inject_msg(mbuf, len);
+	}
+}
+static void f_eager_reserved(const struct forge *f)
+{
+	size_t len = fabnet_msg_encode_eager(mbuf, MSGBUF, f->rid, f->sid, f->p->seq, 0, 0, 10);
+
+	memset(mbuf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED, 0xEE, 10);
+	mbuf[FABNET_MSG_HDR_SIZE + 3] = 1; /* the reserved u16 */
+	inject_msg(mbuf, len);
+}
+static void f_fin_idx_n(const struct forge *f)
+{
+	fin(f->rid, f->sid, f->p->seq, (uint8_t)f->p->n, 0, 1, 1);
+}
+static void f_fin_idx_huge(const struct forge *f)
+{
+	fin(f->rid, f->sid, f->p->seq, 9, 0, 1, 1);
+}
+static void f_fin_too_big(const struct forge *f)
+{
+	fin(f->rid, f->sid, f->p->seq, 0, 0, 1, f->p->size[0] + 1);
+}
+static void f_fin_size_huge(const struct forge *f)
+{
+	fin(f->rid, f->sid, f->p->seq, 0, 0, 1, ~0ull);
+}
+static void f_fin_duplicate(const struct forge *f)
+{
+	fin(f->rid, f->sid, f->p->seq, 0, 0, 2, f->p->size[0]);
+	fin(f->rid, f->sid, f->p->seq, 0, 0, 2, f->p->size[0]);
+}
+static void f_fin_no_writes(const struct forge *f)
+{
+	fin(f->rid, f->sid, f->p->seq, 0, 0, 0, f->p->size[0]);
+}
+static void f_fin_wrong_src(const struct forge *f)
+{
+	fin(f->rid, (uint32_t)f->sid + 3, f->p->seq, 0, 0, 1, 100);
+}
+static void f_fin_not_posted(const struct forge *f)
+{
+	fin(f->rid, f->sid, f->p->seq + 1, 0, 0, 1, 100);
+}
+static void f_fin_error_flag(const struct forge *f)
+{
+	fin(f->rid, f->sid, f->p->seq, 0, FABNET_FIN_ERROR, 0, 0);
+}
+static void f_fin_after_eager_size(const struct forge *f)
+{
+	/* a FIN announcing writes into an entry, then as many immediates: no
+	 * byte was written, so this must not complete */
+	fin(f->rid, f->sid, f->p->seq, 0, 0, 1, f->p->size[0]);
+}
+static void f_imm_no_comm(const struct forge *f)
+{
+	inject_imm(fabnet_imm_pack(60000, (uint8_t)f->p->seq, 0));
+}
+static void f_imm_comm_zero(const struct forge *f)
+{
+	inject_imm(fabnet_imm_pack(0, (uint8_t)f->p->seq, 0));
+}
+static void f_imm_send_comm(const struct forge *f)
+{
+	inject_imm(fabnet_imm_pack(f->sid, (uint8_t)f->p->seq, 0));
+}
+static void f_imm_not_posted(const struct forge *f)
+{
+	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)(f->p->seq + 1), 0));
+}
+static void f_imm_reserved(const struct forge *f)
+{
+	for (uint32_t bit = 0; bit < 5; bit++)
+		inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0) | (1u << bit));
+}
+static void f_imm_wide(const struct forge *f)
+{
+	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0) | (1ull << 32));
+	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0) | (1ull << 63));
+}
+static void f_imm_idx_n(const struct forge *f)
+{
+	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, (uint8_t)f->p->n));
+}
+static void f_imm_posted(const struct forge *f)
+{
+	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0));
+}
+static void f_close_wrong_src(const struct forge *f)
+{
+	size_t len = fabnet_msg_encode_close(mbuf, MSGBUF, f->rid, (uint32_t)f->sid + 5, 0);
+
+	inject_msg(mbuf, len);
+}
+static void f_ping_forged(const struct forge *f)
+{
+	size_t len = fabnet_msg_encode_ping(mbuf, MSGBUF, f->rid, 9999);
+
+	inject_msg(mbuf, len);
+}
+
+/* Bytes of every length 0..64: random, zeros, a valid header of every type
+ * with a random body, and every truncation of valid messages. */
+static void f_garbage(const struct forge *f)
+{
+	uint8_t *b = malloc(128);
+	uint8_t valid[4][MSGBUF];
+	size_t vlen[4];
+	struct fabnet_cts_entry ce;
+	struct fabnet_proc proc = {0x1234, 42};
+
+	if (!b) {
+		bad("out of memory");
+		return;
+	}
+	for (size_t len = 0; len <= 64; len++) {
+		uint8_t *m = malloc(len ? len : 1); /* exactly len: an over-read is caught by tools */
+		if (!m)
+			break;
+		for (size_t i = 0; i < len; i++)
+			m[i] = (uint8_t)mix64(seed ^ (len << 16) ^ i);
+		inject_msg(m, len);
+		memset(m, 0, len);
+		inject_msg(m, len);
+		for (uint8_t type = 0; type <= FABNET_MSG_TYPE_MAX && len >= FABNET_MSG_HDR_SIZE; type++) {
+			for (size_t i = 0; i < len; i++)
+				m[i] = (uint8_t)mix64(seed ^ (len << 16) ^ ((size_t)type << 8) ^ i ^ 0xabc);
+			/* magic, version, type, dst = our comms, src = the peer, seq posted */
+			m[0] = FABNET_MSG_MAGIC & 0xff;
+			m[1] = FABNET_MSG_MAGIC >> 8;
+			m[2] = FABNET_WIRE_VERSION;
+			m[3] = type;
+			m[4] = (uint8_t)(type % 2 ? f->rid : f->sid);
+			m[5] = (uint8_t)((type % 2 ? f->rid : f->sid) >> 8);
+			m[6] = m[7] = 0;
+			m[8] = (uint8_t)(type % 2 ? f->sid : f->rid);
+			m[9] = (uint8_t)((type % 2 ? f->sid : f->rid) >> 8);
+			m[10] = m[11] = 0;
+			memcpy(m + 12, &f->p->seq, 4);
+			if (type == FABNET_MSG_CLOSE) {
+				/* a 16-byte CLOSE from the genuine peer is a valid message, not
+				 * garbage: name a stranger */
+				m[8] = 0x39;
+				m[9] = 0x30;
+			}
+			inject_msg(m, len);
+		}
+		free(m);
+	}
+	/* truncations of valid messages aimed at the posted receive */
+	memset(&ce, 0, sizeof(ce));
+	ce.size = 4096;
+	vlen[0] = fabnet_msg_encode_eager(valid[0], MSGBUF, f->rid, f->sid, f->p->seq, 0, 0, 40);
+	memset(valid[0] + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED, 0xEE, 40);
+	vlen[1] = fabnet_msg_encode_fin(valid[1], MSGBUF, f->rid, f->sid, f->p->seq, 0, 0, 1, 40);
+	vlen[2] = fabnet_msg_encode_cts(valid[2], MSGBUF, f->sid, f->rid, 77, 1, &ce);
+	vlen[3] = fabnet_msg_encode_connect(valid[3], MSGBUF, lc ? lc->id : 1, 4242, 1, &proc,
+					    dev->addr, (uint8_t)dev->addrlen);
+	for (int k = 0; k < 4; k++)
+		for (size_t len = 0; len < vlen[k]; len++) {
+			uint8_t *m = malloc(len ? len : 1);
+			if (!m)
+				break;
+			memcpy(m, valid[k], len);
+			inject_msg(m, len);
+			free(m);
+		}
+	free(b);
+}
+
+enum {
+	MAY_TAINT = 1,   /* the forgery may legitimately poison the receive: it must then fail */
+};
+
+/* One case: post n receives of `size` bytes each, forge, check, resync. */
+static void recv_case(const char *name, int n, size_t size, forge_fn fn, unsigned flags)
+{
+	struct posted p;
+	struct forge f;
+	size_t sizes[NSLOT];
+	int got[NSLOT];
+	ncclResult_t res;
+	enum outcome o;
+
+	begin(name);
+	canary_reset();
+	for (int j = 0; j < n; j++)
+		sizes[j] = size;
+	if (post_recv(&p, n, sizes))
+		goto out;
+	f.p = &p;
+	f.rid = rc->id;
+	f.sid = rc->peer_id;
+	fn(&f);
+	if (why[0])
+		goto out;
+	o = poll_recv(&p, 20, got, &res);
+	if (canary_intact(0, 0, "after the forgery"))
+		goto out;
+	if (o == COMPLETED) {
+		bad("the receive completed successfully (sizes %d...) although only forged bytes "
+		    "arrived", got[0]);
+		goto out;
+	}
+	if (verbose)
+		fprintf(stderr, "  [%s] receive seq %u: %s%s\n", name, p.seq, outcome_name(o),
+			o == FAILED ? " with an error" : "");
+	if (o == PENDING)
+		genuine_complete(&p, flags & MAY_TAINT);
+	else
+		consume(&p);
+out:
+	if (p.req) { /* left pending by a harness failure: complete it somehow */
+		int d = 0;
+		for (int i = 0; i < 100 && p.req; i++)
+			if (fabnet_api_test(p.req, &d, NULL) != ncclSuccess || d)
+				p.req = NULL;
+	}
+	report(name);
+}
+
+/* A group of 2: entry 0 completes genuinely, then a forged EAGER repeats
+ * entry 0 with other bytes; entry 0 must keep the genuine bytes. */
+static void case_repeat_completed(void)
+{
+	const char *name = "EAGER repeating a completed entry of a pending group";
+	size_t sizes[2] = {1000, 1000}, one[1] = {1000};
+	struct fabnet_req *r;
+	struct posted p;
+	int64_t deadline;
+	void *sreq = NULL;
+	int d = 0, sz;
+
+	begin(name);
+	canary_reset();
+	if (post_recv(&p, 2, sizes))
+		goto out;
+	r = p.req;
+	pat_fill(sbuf, one[0], mix64(seed ^ ((uint64_t)p.seq << 8)));
+	deadline = now_ms() + CASE_TIMEOUT_MS;
+	while (!sreq) {
+		if (fabnet_api_isend(sc, sbuf, one[0], TAG0, smh, &sreq) != ncclSuccess) {
+			bad("genuine isend failed");
+			goto out;
+		}
+		if (now_ms() > deadline) {
+			bad("genuine isend kept returning NULL");
+			goto out;
+		}
+	}
+	while (!d) {
+		if (fabnet_api_test(sreq, &d, &sz) != ncclSuccess) {
+			bad("test() on the genuine isend failed");
+			goto out;
+		}
+	}
+	while (!r->u.recv.e[0].done) {
+		progress(1);
+		if (now_ms() > deadline) {
+			bad("entry 0 never completed");
+			goto out;
+		}
+	}
+	eager(rc->id, rc->peer_id, p.seq, 0, 1000);
+	progress(5);
+	for (size_t i = 0; i < one[0]; i++)
+		if (entry(0)[i] != pat_byte(mix64(seed ^ ((uint64_t)p.seq << 8)), i)) {
+			bad("the forged EAGER overwrote byte %zu of a completed entry (0x%02x)", i,
+			    entry(0)[i]);
+			goto out;
+		}
+	if (canary_intact(0, 1000, "after the forgery"))
+		goto out;
+	/* entry 1 genuinely: send only it (entry 0's tag is taken) */
+	{
+		void *s2 = NULL;
+		int got[2];
+		ncclResult_t res = ncclSuccess;
+		enum outcome o = PENDING;
+		pat_fill(sbuf + 4096, 1000, mix64(seed ^ ((uint64_t)p.seq << 8) ^ 1));
+		d = 0;
+		while (!s2)
+			if (fabnet_api_isend(sc, sbuf + 4096, 1000, TAG0 + 1, smh, &s2) != ncclSuccess) {
+				bad("genuine isend of entry 1 failed");
+				goto out;
+			}
+		while (!d)
+			if (fabnet_api_test(s2, &d, &sz) != ncclSuccess) {
+				bad("test() on the genuine isend of entry 1 failed");
+				goto out;
+			}
+		while (o == PENDING) {
+			o = poll_recv(&p, 1, got, &res);
+			if (now_ms() > deadline) {
+				bad("the group never completed");
+				goto out;
+			}
+		}
+		if (o == COMPLETED) {
+			for (int j = 0; j < 2; j++)
+				for (size_t i = 0; i < 1000; i++)
+					if (entry(j)[i] != pat_byte(mix64(seed ^ ((uint64_t)p.seq << 8) ^
+									  (uint64_t)j), i)) {
+						bad("the group completed with wrong data in entry %d at "
+						    "byte %zu", j, i);
+						goto out;
+					}
+		}
+	}
+out:
+	report(name);
+}
+
+/* A receive into accelerator memory is posted without FABNET_CTS_EAGER_OK:
+ * the sender must write it by RMA, and the receiver must never memcpy an
+ * EAGER payload into it (on a GPU pointer that memcpy faults). There is no
+ * accelerator here: a host registration is marked NCCL_PTR_CUDA for the
+ * duration of the case, which is all the protocol layer looks at. */
+static void case_eager_into_accel(void)
+{
+	const char *name = "EAGER into a receive posted as accelerator memory";
+	struct fabnet_mr *mr = rmh;
+	int saved = mr->type, got[1];
+	size_t sizes[1] = {4096};
+	ncclResult_t res;
+	struct posted p;
+	enum outcome o;
+
+	begin(name);
+	canary_reset();
+	mr->type = NCCL_PTR_CUDA;
+	if (post_recv(&p, 1, sizes))
+		goto out;
+	eager(rc->id, rc->peer_id, p.seq, 0, 100);
+	o = poll_recv(&p, 20, got, &res);
+	{
+		size_t changed = 0;
+		for (size_t i = 0; i < span; i++)
+			changed += rbuf[i] != canary_byte(i);
+		if (changed)
+			bad("the EAGER payload (%zu bytes) was copied with memcpy into a buffer "
+			    "registered as NCCL_PTR_CUDA, whose CTS entry did not allow eager data (a "
+			    "device pointer would fault); the receive then %s%s", changed,
+			    outcome_name(o), o == COMPLETED ? " successfully" : "");
+		else if (o == COMPLETED)
+			bad("the receive completed successfully from a forged EAGER that the CTS did "
+			    "not allow");
+	}
+	mr->type = saved;
+	if (why[0]) {
+		if (o == PENDING) { /* leave the comms usable */
+			int d = 0;
+			for (int i = 0; i < 100 && p.req; i++)
+				if (fabnet_api_test(p.req, &d, NULL) != ncclSuccess || d)
+					p.req = NULL;
+		}
+		if (o != PENDING)
+			consume(&p);
+		goto out;
+	}
+	if (o == PENDING)
+		genuine_complete(&p, 1);
+	else
+		consume(&p);
+out:
+	mr->type = saved;
+	report(name);
+}
+
+/* Positive controls: well-formed forgeries do reach the protocol (otherwise
+ * every case above would pass for nothing). The sender's CTS is then used up. */
+static void control_case(const char *name, int imm)
+{
+	struct posted p;
+	size_t sizes[1] = {imm ? 65536 : 100};
+	int got[1];
+	ncclResult_t res;
+	enum outcome o;
+
+	begin(name);
+	canary_reset();
+	if (post_recv(&p, 1, sizes))
+		goto out;
+	if (imm) {
+		fin(rc->id, rc->peer_id, p.seq, 0, 0, 1, 5000);
+		inject_imm(fabnet_imm_pack(rc->id, (uint8_t)p.seq, 0));
+	} else {
+		eager(rc->id, rc->peer_id, p.seq, 0, 60);
+	}
+	o = poll_recv(&p, 50, got, &res);
+	if (o != COMPLETED) {
+		bad("a well-formed forged %s left the receive %s (%d): the injection does not reach "
+		    "the protocol, the other cases prove nothing", imm ? "FIN + immediate data" :
+		    "EAGER", outcome_name(o), (int)res);
+		goto out;
+	}
+	if (got[0] != (imm ? 5000 : 60)) {
+		bad("the receive reported %d bytes", got[0]);
+		goto out;
+	}
+	if (!imm)
+		for (int i = 0; i < 60; i++)
+			if (entry(0)[i] != 0xEE) {
+				bad("the forged EAGER's bytes did not land");
+				goto out;
+			}
+	canary_reset();
+	consume(&p);
+out:
+	report(name);
+}
+
+/* ---- the send side and the connection ----------------------------------------------- */
+
+/* A CTS that must be dropped: the send comm's state does not change, and a
+ * genuine transfer still works. */
+static void cts_case(const char *name, int which)
+{
+	struct fabnet_cts_slot before[FABNET_NSLOTS];
+	struct fabnet_cts_entry e[2];
+	uint32_t seq = sc->seq, src = sc->peer_id;
+	uint8_t n = 1;
+	size_t len;
+	struct posted p;
+	size_t sizes[1] = {3000};
+
+	begin(name);
+	canary_reset();
+	memset(e, 0, sizeof(e));
+	e[0].addr = (uint64_t)(uintptr_t)entry(0);
+	e[0].key = ((struct fabnet_mr *)rmh)->key;
+	e[0].size = 1 << 20;
+	e[0].tag = TAG0;
+	e[0].flags = FABNET_CTS_EAGER_OK;
+	e[1] = e[0];
+	switch (which) {
+	case 0: seq += FABNET_NSLOTS; break;        /* beyond the window */
+	case 1: seq -= 1; break;                    /* before it (already used) */
+	case 2: seq += 0x80000000u; break;          /* far away */
+	case 3: src = (uint32_t)sc->peer_id + 1; break; /* from a comm that is not the peer */
+	case 4: src |= 0x10000u; break;             /* a peer id wider than 16 bits */
+	}
+	memcpy(before, sc->u.send.cts, sizeof(before));
+	len = fabnet_msg_encode_cts(mbuf, MSGBUF, sc->id, src, seq, n, e);
+	inject_msg(mbuf, len);
+	if (memcmp(before, sc->u.send.cts, sizeof(before))) {
+		bad("the send comm took the forged CTS (seq %u, from comm %u) into its window", seq,
+		    src);
+		goto out;
+	}
+	if (sc->state != FABNET_READY) {
+		bad("the forged CTS failed the send comm (state %d)", sc->state);
+		goto out;
+	}
+	if (post_recv(&p, 1, sizes) == 0)
+		genuine_complete(&p, 0);
+out:
+	report(name);
+}
+
+static void connect_case(const char *name, int which)
+{
+	struct fabnet_proc proc = {0x1234, 4242};
+	unsigned pending_before = lc->u.listen.npending;
+	uint16_t peer_before = sc->peer_id;
+	void *comm = NULL;
+	size_t len = 0;
+
+	begin(name);
+	switch (which) {
+	case 0: /* CONNECT with a wrong nonce */
+		len = fabnet_msg_encode_connect(mbuf, MSGBUF, lc->id, 4242, lc->u.listen.nonce ^ 1,
+						&proc, dev->addr, (uint8_t)dev->addrlen);
+		break;
+	case 1: /* CONNECT addressed to a comm that is not a listener */
+		len = fabnet_msg_encode_connect(mbuf, MSGBUF, rc->id, 4242, lc->u.listen.nonce,
+						&proc, dev->addr, (uint8_t)dev->addrlen);
+		break;
+	case 2: /* CONNECT_ACK for the connected send comm */
+		len = fabnet_msg_encode_ack(mbuf, MSGBUF, sc->id, 777, sc->u.send.nonce, &proc);
+		break;
+	}
+	inject_msg(mbuf, len);
+	progress(3);
+	if (lc->u.listen.npending != pending_before) {
+		bad("the listener queued the forged CONNECT (%u pending)", lc->u.listen.npending);
+		goto out;
+	}
+	if (fabnet_api_accept(lc, &comm) != ncclSuccess || comm) {
+		bad("accept returned a comm for a forged CONNECT");
+		if (comm)
+			fabnet_api_close(comm, 3);
+		goto out;
+	}
+	if (sc->peer_id != peer_before || sc->state != FABNET_READY) {
+		bad("the forged CONNECT_ACK changed the send comm (peer %u, state %d)", sc->peer_id,
+		    sc->state);
+		goto out;
+	}
+	{
+		struct posted p;
+		size_t sizes[1] = {70000};
+		canary_reset();
+		if (post_recv(&p, 1, sizes) == 0)
+			genuine_complete(&p, 0);
+	}
+out:
+	report(name);
+}
+
+/* ---- genuine traffic at the end ----------------------------------------------------- */
+
+static void final_case(const char *name, int n, const size_t *sizes)
+{
+	struct posted p;
+
+	begin(name);
+	forged = 0;
+	canary_reset();
+	if (post_recv(&p, n, sizes) == 0)
+		genuine_complete(&p, 0);
+	report(name);
+}
+
+static void final_many(const char *name, int count)
+{
+	begin(name);
+	forged = 0;
+	span = 2 * SLOT;
+	for (int i = 0; i < count && !why[0]; i++) {
+		struct posted p;
+		size_t sz[2] = {(size_t)(i * 977) % 20000, (size_t)(i * 131) % 9000};
+		int n = i % 3 == 0 ? 2 : 1;
+		canary_reset();
+		if (post_recv(&p, n, sz) == 0)
+			genuine_complete(&p, 0);
+		alarm(60);
+	}
+	report(name);
+}
+
+int main(int argc, char **argv)
+{
+	uint8_t handle[NCCL_NET_HANDLE_MAXSIZE];
+	void *l = NULL, *s = NULL, *r = NULL;
+	int64_t deadline;
+	int ndev = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--verbose") || !strcmp(argv[i], "-v"))
+			verbose = 1;
+		else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+			seed = strtoull(argv[++i], NULL, 0);
+		else {
+			fprintf(stderr, "usage: fabnet-hostile [--verbose] [--seed S]\n");
+			return 2;
+		}
+	}
+	if (getenv("FABNET_HOSTILE_VERBOSE"))
+		verbose = 1;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGSEGV, on_crash);
+	signal(SIGBUS, on_crash);
+	signal(SIGABRT, on_crash);
+	signal(SIGALRM, on_crash);
+	signal(SIGPIPE, SIG_IGN);
+	alarm(120);
+
+	/* set-up: device 0 connected to itself */
+	if (fabnet_api_init(logger) != ncclSuccess || fabnet_api_devices(&ndev) != ncclSuccess ||
+	    ndev < 1) {
+		printf("FAIL setup: init found no device (%s)\n", firstlog);
+		printf("0 passed, 1 failed\n");
+		return 1;
+	}
+	if (fabnet_api_listen(0, handle, &l) != ncclSuccess || !l) {
+		printf("FAIL setup: listen failed (%s)\n", firstlog);
+		printf("0 passed, 1 failed\n");
+		return 1;
+	}
+	deadline = now_ms() + 30000;
+	while (!s || !r) {
+		if ((!s && fabnet_api_connect(0, handle, &s) != ncclSuccess) ||
+		    (!r && fabnet_api_accept(l, &r) != ncclSuccess) || now_ms() > deadline) {
+			printf("FAIL setup: connecting device 0 to itself failed (%s)\n", firstlog);
+			printf("0 passed, 1 failed\n");
+			return 1;
+		}
+	}
+	lc = l;
+	sc = s;
+	rc = r;
+	dev = rc->dev;
+	rbuf = mmap(NULL, RBUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	sbuf = mmap(NULL, SBUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (rbuf == MAP_FAILED || sbuf == MAP_FAILED ||
+	    fabnet_api_reg_mr(rc, rbuf, RBUF, NCCL_PTR_HOST, &rmh) != ncclSuccess ||
+	    fabnet_api_reg_mr(sc, sbuf, SBUF, NCCL_PTR_HOST, &smh) != ncclSuccess) {
+		printf("FAIL setup: buffers (%s)\n", firstlog);
+		printf("0 passed, 1 failed\n");
+		return 1;
+	}
+	printf("# fabnet-hostile: provider %s, device %s (eager up to %zu bytes): recv comm %u, "
+	       "send comm %u, listener %u\n", dev->prov_name, dev->name, dev->eager_max, rc->id,
+	       sc->id, lc->id);
+	fflush(stdout);
+
+	/* a genuine transfer first: the set-up works */
+	{
+		size_t one[1] = {5000};
+		final_case("genuine transfer before any forgery", 1, one);
+	}
+
+	control_case("control: a well-formed forged EAGER completes the receive", 0);
+	control_case("control: a well-formed forged FIN + immediate data completes it", 1);
+
+	/* EAGER */
+	recv_case("EAGER with more bytes than posted", 1, 100, f_eager_too_big, 0);
+	recv_case("EAGER for a stale sequence (seq - 1)", 1, 100, f_eager_stale, 0);
+	recv_case("EAGER for a future sequence (seq + 1)", 1, 100, f_eager_future, 0);
+	recv_case("EAGER for seq + 32 (same slot, later round)", 1, 100, f_eager_next_round, 0);
+	recv_case("EAGER for seq with bit 16 flipped", 1, 100, f_eager_seq_high_bits, 0);
+	recv_case("EAGER with index n (1-buffer receive)", 1, 100, f_eager_idx_n, 0);
+	recv_case("EAGER with index n (3-buffer group)", 3, 100, f_eager_idx_n, 0);
+	recv_case("EAGER with index 7 (2-buffer group)", 2, 100, f_eager_idx_7, 0);
+	recv_case("EAGER with index 200", 1, 100, f_eager_idx_huge, 0);
+	recv_case("EAGER from a comm that is not the peer", 1, 100, f_eager_wrong_src, 0);
+	recv_case("EAGER from comm id 0", 1, 100, f_eager_src_zero, 0);
+	recv_case("EAGER from the peer id + 65536", 1, 100, f_eager_src_wide, 0);
+	recv_case("EAGER addressed to the send comm", 1, 100, f_eager_to_send_comm, 0);
+	recv_case("EAGER for a comm id that does not exist", 1, 100, f_eager_no_comm, 0);
+	recv_case("EAGER for the recv comm id + 65536", 1, 100, f_eager_dst_wide, 0);
+	recv_case("EAGER whose size exceeds its payload", 1, 100, f_eager_short_payload, 0);
+	recv_case("EAGER whose payload exceeds its size", 1, 100, f_eager_long_payload, 0);
+	recv_case("EAGER with unknown flags", 1, 100, f_eager_bad_flags, 0);
+	recv_case("EAGER with reserved bytes set", 1, 100, f_eager_reserved, 0);
+	case_repeat_completed();
+	case_eager_into_accel();
+
+	/* FIN (rendezvous-sized receives) */
+	recv_case("FIN with index n (1-buffer receive)", 1, 65536, f_fin_idx_n, 0);
+	recv_case("FIN with index n (2-buffer group)", 2, 65536, f_fin_idx_n, 0);
+	recv_case("FIN with index 9", 1, 65536, f_fin_idx_huge, 0);
+	recv_case("FIN claiming more bytes than posted", 1, 65536, f_fin_too_big, 0);
+	recv_case("FIN claiming 2^64-1 bytes", 1, 65536, f_fin_size_huge, 0);
+	recv_case("FIN duplicate", 1, 65536, f_fin_duplicate, MAY_TAINT);
+	recv_case("FIN claiming bytes with no writes", 1, 65536, f_fin_no_writes, 0);
+	recv_case("FIN from a comm that is not the peer", 1, 65536, f_fin_wrong_src, 0);
+	recv_case("FIN for a sequence not posted", 1, 65536, f_fin_not_posted, 0);
+	recv_case("FIN with the error flag", 1, 65536, f_fin_error_flag, MAY_TAINT);
+	recv_case("FIN announcing a write that never lands", 1, 65536, f_fin_after_eager_size,
+		  MAY_TAINT);
+
+	/* immediate data */
+	recv_case("immediate data for a comm id that does not exist", 1, 65536, f_imm_no_comm, 0);
+	recv_case("immediate data for comm id 0", 1, 65536, f_imm_comm_zero, 0);
+	recv_case("immediate data for the send comm's id", 1, 65536, f_imm_send_comm, 0);
+	recv_case("immediate data for a sequence not posted", 1, 65536, f_imm_not_posted, 0);
+	recv_case("immediate data with reserved bits set", 1, 65536, f_imm_reserved, 0);
+	recv_case("immediate data wider than 32 bits", 1, 65536, f_imm_wide, 0);
+	recv_case("immediate data with index n", 1, 65536, f_imm_idx_n, 0);
+	recv_case("immediate data for the posted receive, no FIN", 1, 65536, f_imm_posted,
+		  MAY_TAINT);
+	recv_case("immediate data for an eager-sized receive", 1, 100, f_imm_posted, MAY_TAINT);
+
+	/* other messages */
+	recv_case("CLOSE from a comm that is not the peer", 1, 100, f_close_wrong_src, 0);
+	recv_case("PING from a stranger", 1, 100, f_ping_forged, 0);
+	recv_case("garbage and truncated messages of every length 0..64", 1, 65536, f_garbage, 0);
+
+	/* the send comm and the listener */
+	cts_case("CTS beyond the window (seq + 32)", 0);
+	cts_case("CTS before the window (seq - 1)", 1);
+	cts_case("CTS far outside the window (seq + 2^31)", 2);
+	cts_case("CTS from a comm that is not the peer", 3);
+	cts_case("CTS from the peer id + 65536", 4);
+	connect_case("CONNECT with a wrong nonce", 0);
+	connect_case("CONNECT to a comm that is not a listener", 1);
+	connect_case("CONNECT_ACK for a connected send comm", 2);
+
+	/* genuine traffic on the same comms */
+	{
+		static const size_t s0[1] = {0}, s1[1] = {1}, s4k[1] = {4096}, s64k[1] = {65539},
+				    s1m[1] = {MiB};
+		static const size_t g3[3] = {7000, 0, 300000};
+		static const size_t g8[8] = {1, 2, 9000, 4, 70000, 6, 7, 8192};
+		final_case("genuine transfer: 0 bytes", 1, s0);
+		final_case("genuine transfer: 1 byte", 1, s1);
+		final_case("genuine transfer: 4096 bytes", 1, s4k);
+		final_case("genuine transfer: 65539 bytes", 1, s64k);
+		final_case("genuine transfer: 1 MiB", 1, s1m);
+		final_case("genuine transfer: group of 3", 3, g3);
+		final_case("genuine transfer: group of 8", 8, g8);
+		final_many("genuine transfers: 300 more (past the 32 slots and the 8-bit sequence "
+			   "wrap)", 300);
+	}
+
+	cur_case = "teardown";
+	fabnet_api_dereg_mr(rc, rmh);
+	fabnet_api_dereg_mr(sc, smh);
+	fabnet_api_close(sc, 2);
+	fabnet_api_close(rc, 3);
+	fabnet_api_close(lc, 1);
+	fabnet_api_fini();
+	alarm(0);
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed ? 1 : 0;
+}
