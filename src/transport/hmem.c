@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <rdma/fi_errno.h>
@@ -64,6 +65,55 @@ static void probe_cuda(struct fabnet_dev *dev)
 	fabnet_cuda_probe_free(p);
 }
 
+#if HAVE_DECL_FI_MR_DMABUF && HAVE_STRUCT_FI_MR_ATTR_DMABUF
+static void probe_read_done(struct fabnet_op *op, int err, const struct fi_cq_data_entry *e)
+{
+	*(int *)op->owner = err ? -1 : 1;
+}
+
+/* A loopback fi_read of 64 bytes from the region, checked byte for byte. */
+static int rma_reaches(struct fabnet_dev *dev, struct fabnet_mr *mr, uint8_t *region)
+{
+	uint8_t sink[64];
+	struct fabnet_mr *sink_mr = NULL;
+	struct fabnet_op op;
+	struct timespec start, now;
+	fi_addr_t self;
+	int state = 0;
+
+	for (int i = 0; i < 64; i++)
+		region[i] = (uint8_t)(i * 37 + 11);
+	memset(sink, 0, sizeof(sink));
+	if (fabnet_dev_peer(dev, dev->addr, dev->addrlen, &self))
+		return 0;
+	if (dev->local_mr &&
+	    fabnet_mr_reg_quiet(dev, sink, sizeof(sink), NCCL_PTR_HOST, -1, 0, &sink_mr))
+		return 0;
+	memset(&op, 0, sizeof(op));
+	op.kind = FABNET_OP_READ;
+	op.cb = probe_read_done;
+	op.owner = &state;
+	op.buf = sink;
+	op.len = sizeof(sink);
+	op.desc = sink_mr ? sink_mr->desc : NULL;
+	op.peer = self;
+	op.raddr = fabnet_mr_remote_addr(mr, region);
+	op.rkey = mr->key;
+	if (fabnet_dev_post(dev, &op) == 0) {
+		clock_gettime(CLOCK_MONOTONIC, &start);
+		do {
+			fabnet_dev_progress(dev);
+			clock_gettime(CLOCK_MONOTONIC, &now);
+		} while (!state && (now.tv_sec - start.tv_sec) < 2);
+		if (!state)
+			fabnet_dev_unqueue(dev, &op);
+	}
+	if (sink_mr)
+		fabnet_mr_dereg(sink_mr);
+	return state == 1 && !memcmp(sink, region, sizeof(sink));
+}
+#endif
+
 static void probe_dmabuf(struct fabnet_dev *dev)
 {
 #if !HAVE_DECL_FI_MR_DMABUF || !HAVE_STRUCT_FI_MR_ATTR_DMABUF
@@ -77,7 +127,7 @@ static void probe_dmabuf(struct fabnet_dev *dev)
 
 	if (!fabnet_config()->dmabuf) {
 		snprintf(dev->why_no_dmabuf, sizeof(dev->why_no_dmabuf),
-			 "disabled by FABNET_DMABUF=0");
+			 "off unless FABNET_DMABUF=1 (not yet proven across processes here)");
 		return;
 	}
 	fd = memfd_create("fabnet-dmabuf-probe", MFD_CLOEXEC);
@@ -96,8 +146,15 @@ static void probe_dmabuf(struct fabnet_dev *dev)
 	}
 	rc = fabnet_mr_reg_quiet(dev, p, PROBE_BYTES, NCCL_PTR_HOST, fd, 0, &mr);
 	if (rc == 0) {
+		/* Accepting the registration is not enough: RMA must reach it. */
+		int ok = rma_reaches(dev, mr, p);
 		fabnet_mr_dereg(mr);
-		dev->ptr_support |= NCCL_PTR_DMABUF;
+		if (ok)
+			dev->ptr_support |= NCCL_PTR_DMABUF;
+		else
+			snprintf(dev->why_no_dmabuf, sizeof(dev->why_no_dmabuf),
+				 "provider %s accepted a dma-buf registration but an RMA read of it "
+				 "did not return the bytes", dev->prov_name);
 	} else {
 		snprintf(dev->why_no_dmabuf, sizeof(dev->why_no_dmabuf),
 			 "provider %s refused a dma-buf registration: %s", dev->prov_name,
