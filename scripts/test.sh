@@ -35,7 +35,8 @@ make_check() { # BUILDDIR CONFIGURE-ARGS...
 }
 
 contract() { # BUILDDIR: the functional suite held to EFA's contract
-	(cd "$1" && bash "$top/tests/contract/run-plugin.sh" --ft tests/functional/fabnet-ft \
+	(cd "$1" && bash "$top/tests/contract/run-plugin.sh" --layer tests/contract/.libs/libfabnet-efa-contract.so \
+		--ft tests/functional/fabnet-ft \
 		.libs/libnccl-net-fabnet.so >contract.out 2>&1)
 	local rc=$?
 	grep -E '^(PASS|FAIL)  ' "$1/contract.out"
