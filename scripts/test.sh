@@ -34,13 +34,14 @@ make_check() { # BUILDDIR CONFIGURE-ARGS...
 	fi
 }
 
-contract() { # BUILDDIR: the functional suite held to EFA's contract
-	(cd "$1" && bash "$top/tests/contract/run-plugin.sh" --layer tests/contract/.libs/libfabnet-efa-contract.so \
-		--ft tests/functional/fabnet-ft \
+contract() { # BUILDDIR [run-plugin options]: the functional suite held to EFA's contract
+	local dir=$1; shift
+	(cd "$dir" && bash "$top/tests/contract/run-plugin.sh" --layer tests/contract/.libs/libfabnet-efa-contract.so \
+		--ft tests/functional/fabnet-ft "$@" \
 		.libs/libnccl-net-fabnet.so >contract.out 2>&1)
 	local rc=$?
-	grep -E '^(PASS|FAIL)  ' "$1/contract.out"
-	[ $rc -eq 0 ] || tail -60 "$1/contract.out"
+	grep -E '^(PASS|FAIL)  |^# soak' "$dir/contract.out"
+	[ $rc -eq 0 ] || tail -60 "$dir/contract.out"
 	return $rc
 }
 
@@ -57,6 +58,8 @@ step "make check, libfabric 1.17 (Debian)" make_check build-1.17
 step "make check, libfabric 2.1 (source)" make_check build-2.1 --with-libfabric="$lf21"
 step "EFA contract layer, libfabric 1.17 (reorder 8, 10% EAGAIN)" contract build-1.17
 step "EFA contract layer, libfabric 2.1 (reorder 8, 10% EAGAIN)" contract build-2.1
+step "soak (2 GiB, 100k messages, 16 comms) under the EFA contract layer, tcp" \
+	contract build-1.17 --providers tcp --scenario soak
 step "fuzzing the decoders" bash scripts/fuzz.sh "${FABNET_FUZZ_SECONDS:-20}"
 step "ASan+UBSan, TSan, valgrind" bash scripts/sanitize.sh
 step "clang -Werror build" bash scripts/build.sh build-clang CC=clang
