@@ -5,6 +5,7 @@
  */
 #include <config.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include <rdma/fi_domain.h>
@@ -160,9 +161,10 @@ static void write_done(struct fabnet_op *op, int err, const struct fi_cq_data_en
 	fabnet_pool_put(&pd->wops, op);
 	r->u.send.writes_done++;
 	if (err && err != FI_ECANCELED && !comm->closing) {
-		FN_WARN("fabnet: RMA write of send seq %u on comm %u (%s) failed: %s. The receiver "
-			"closed, died, or deregistered its buffer.", r->seq, comm->id,
-			comm->dev->name, fi_strerror(err));
+		char why[160];
+		snprintf(why, sizeof(why), "an RMA write of send seq %u failed: %s (the receiver "
+			 "closed, died, or deregistered its buffer)", r->seq, fi_strerror(err));
+		fabnet_proto_fail_comm(comm, why);
 		r->failed = ncclRemoteError;
 	} else if (err) {
 		r->failed = ncclRemoteError;

@@ -98,18 +98,25 @@ int fabnet_dev_post(struct fabnet_dev *dev, struct fabnet_op *op)
 	return (int)rc;
 }
 
+/* One pass over the retry list. An op the provider still refuses stays where
+ * it is and the pass goes on: a post stuck on one peer (a full or dead shm
+ * queue) must not hold back posts to every other peer. */
 static int drain_retry(struct fabnet_dev *dev)
 {
-	while (dev->retry_head) {
-		struct fabnet_op *op = dev->retry_head;
+	struct fabnet_op **pp = &dev->retry_head, *prev = NULL;
+
+	while (*pp) {
+		struct fabnet_op *op = *pp;
 		ssize_t rc = post_now(dev, op);
 		if (rc == -FI_EAGAIN) {
 			dev->eagain_count++;
-			return 0;
+			prev = op;
+			pp = &op->next;
+			continue;
 		}
-		dev->retry_head = op->next;
-		if (!dev->retry_head)
-			dev->retry_tail = NULL;
+		*pp = op->next;
+		if (dev->retry_tail == op)
+			dev->retry_tail = prev;
 		op->queued = 0;
 		op->next = NULL;
 		if (rc == 0) {
