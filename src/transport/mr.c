@@ -62,7 +62,7 @@ static int mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int d
 		dmabuf.fd = dmabuf_fd;
 		dmabuf.offset = dmabuf_offset;
 		dmabuf.len = len;
-		dmabuf.base_addr = buf;
+		dmabuf.base_addr = (char *)buf - dmabuf_offset; /* start of the mapping */
 		attr.dmabuf = &dmabuf;
 		flags |= FI_MR_DMABUF;
 #else

@@ -35,6 +35,7 @@
 #define _GNU_SOURCE
 #endif
 
+#include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -2814,6 +2815,27 @@ static int log_has_line(const char *log, const char *const *words, char *line, s
 	return 0;
 }
 
+/* A process killed with SIGKILL leaves its libfabric shm region behind
+ * (/dev/shm/PID:N:M); a later process that gets the same pid then cannot open
+ * shm ("shm file in use"). Remove what our dead victim left. */
+static void shm_leftovers_remove(pid_t pid)
+{
+	char prefix[32], path[300];
+	struct dirent *d;
+	DIR *dir;
+	size_t n;
+
+	if (pid <= 0 || !(dir = opendir("/dev/shm")))
+		return;
+	n = (size_t)snprintf(prefix, sizeof(prefix), "%d:", (int)pid);
+	while ((d = readdir(dir)) != NULL)
+		if (!strncmp(d->d_name, prefix, n)) {
+			snprintf(path, sizeof(path), "/dev/shm/%s", d->d_name);
+			unlink(path);
+		}
+	closedir(dir);
+}
+
 /* Connects the survivor and the victim over the plugin: `listener` listens and
  * passes its handle over the channel. */
 static int pd_connect(struct ft *ft, struct ctl *ch, int listener, void **lcomm, void **comm)
@@ -3162,11 +3184,13 @@ static int helper_survivor(struct ft *ft, struct ctl *up, const char *part)
 	 * read from the start of the part: a quick provider may report the event
 	 * while we still wait for the victim's word) */
 	if (strcmp(part, "close")) {
+		pid_t vpid = v.pid;
 		kill(v.pid, SIGKILL);
 		if (helper_reap(&v, 5000, &st)) {
 			fail(ft, "the victim did not die within 5 s of SIGKILL");
 			goto out;
 		}
+		shm_leftovers_remove(vpid);
 	}
 	t_event = now_ms();
 	/* wait for the request to fail */
