@@ -120,6 +120,9 @@ static int bad(const char *fmt, ...)
 }
 
 static void logger(ncclDebugLogLevel level, unsigned long flags, const char *file, int line,
+		   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void logger(ncclDebugLogLevel level, unsigned long flags, const char *file, int line,
 		   const char *fmt, ...)
 {
 	char msg[1024];

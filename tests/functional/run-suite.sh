@@ -16,6 +16,15 @@
 #   FABNET_FT_HOSTILE=0  skip fabnet-hostile (run on tcp and shm, where listed)
 set -u
 
+# shm names its region after the pid (/dev/shm/PID:0:0); a process killed
+# earlier leaves it behind, and a new process that gets the same pid cannot
+# open shm. Remove only regions whose owner is gone.
+for f in /dev/shm/[0-9]*:0:0; do
+	[ -e "$f" ] || continue
+	pid=${f#/dev/shm/}; pid=${pid%%:*}
+	kill -0 "$pid" 2>/dev/null || rm -f "$f"
+done
+
 here=$(cd "$(dirname "$0")" && pwd)
 srcdir=${FABNET_SRCDIR:-$(cd "$here/../.." && pwd)}
 plugin=${FABNET_PLUGIN:-$PWD/.libs/libnccl-net-fabnet.so}
