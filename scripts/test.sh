@@ -63,6 +63,13 @@ step "EFA contract layer, libfabric 1.17 (reorder 8, 10% EAGAIN)" contract build
 step "EFA contract layer, libfabric 2.1 (reorder 8, 10% EAGAIN)" contract build-2.1 --scenario "$contract_scenarios"
 step "soak (2 GiB, 100k messages, 16 comms) under the EFA contract layer, tcp" \
 	contract build-1.17 --providers tcp --scenario soak
+rails_contract() { # BUILDDIR: four rails between two namespaces, held to EFA's contract
+	(cd "$1" && FABNET_PLUGIN="$PWD/.libs/libnccl-net-fabnet.so" FABNET_FT="$PWD/tests/functional/fabnet-ft" \
+		RAILS_CONTRACT_LAYER="$PWD/tests/contract/.libs/libfabnet-efa-contract.so" \
+		bash "$top/tests/functional/rails.sh" check)
+}
+step "rails (4 links between two namespaces) under the EFA contract layer, libfabric 2.1" \
+	rails_contract build-2.1
 step "fuzzing the decoders" bash scripts/fuzz.sh "${FABNET_FUZZ_SECONDS:-20}"
 step "ASan+UBSan, TSan, valgrind" bash scripts/sanitize.sh
 step "clang -Werror build" bash scripts/build.sh build-clang CC=clang

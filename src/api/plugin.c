@@ -7,6 +7,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,11 +20,47 @@
 #include "transport/fabric.h"
 #include "transport/hmem.h"
 #include "transport/mr.h"
+#include "transport/rails.h"
+
+/* NCCL's devices are rail groups of our devices (transport/rails.c). */
+struct nccl_dev {
+	struct fabnet_dev *primary;
+	char name[256];   /* "eth1" or "eth1+eth2+..." */
+	int speed_mbps;   /* the rails' total */
+};
 
 static pthread_mutex_t global_lock = PTHREAD_MUTEX_INITIALIZER;
 static int init_refs;
+static int nfabdevs;
+static struct fabnet_dev *fabdevs;
 static int ndevs;
-static struct fabnet_dev *devs;
+static struct nccl_dev *devs;
+
+static int build_nccl_devs(void)
+{
+	int *primaries = calloc((size_t)nfabdevs, sizeof(int));
+
+	devs = calloc((size_t)nfabdevs, sizeof(*devs));
+	if (!primaries || !devs) {
+		free(primaries);
+		free(devs);
+		devs = NULL;
+		return -1;
+	}
+	ndevs = fabnet_rails_plan(fabdevs, nfabdevs, fabnet_config(), primaries);
+	for (int i = 0; i < ndevs; i++) {
+		struct fabnet_dev *p = &fabdevs[primaries[i]];
+		devs[i].primary = p;
+		for (int k = 0; k < p->nrails; k++) {
+			size_t used = strlen(devs[i].name);
+			snprintf(devs[i].name + used, sizeof(devs[i].name) - used, "%s%s", k ? "+" : "",
+				 p->rails[k]->name);
+			devs[i].speed_mbps += p->rails[k]->speed_mbps;
+		}
+	}
+	free(primaries);
+	return 0;
+}
 
 ncclResult_t fabnet_api_init(ncclDebugLogger_t logger)
 {
@@ -40,7 +77,7 @@ ncclResult_t fabnet_api_init(ncclDebugLogger_t logger)
 		goto out;
 	}
 	if (!devs) {
-		int n = fabnet_fabric_discover(fabnet_config(), &devs);
+		int n = fabnet_fabric_discover(fabnet_config(), &fabdevs);
 		if (n <= 0) {
 			FN_WARN("fabnet: no usable network device; NCCL will use another transport. "
 				"Run fabnet-info for details.");
@@ -48,7 +85,15 @@ ncclResult_t fabnet_api_init(ncclDebugLogger_t logger)
 			init_refs--;
 			goto out;
 		}
-		ndevs = n;
+		nfabdevs = n;
+		if (build_nccl_devs()) {
+			fabnet_fabric_free(fabdevs, nfabdevs);
+			fabdevs = NULL;
+			nfabdevs = 0;
+			res = ncclSystemError;
+			init_refs--;
+			goto out;
+		}
 	}
 out:
 	pthread_mutex_unlock(&global_lock);
@@ -60,10 +105,12 @@ ncclResult_t fabnet_api_fini(void)
 	pthread_mutex_lock(&global_lock);
 	if (init_refs > 0 && --init_refs == 0 && devs) {
 		for (int i = 0; i < ndevs; i++)
-			fabnet_proto_dev_fini(&devs[i]);
-		fabnet_fabric_free(devs, ndevs);
+			fabnet_proto_dev_fini(devs[i].primary);
+		fabnet_fabric_free(fabdevs, nfabdevs);
+		free(devs);
+		fabdevs = NULL;
 		devs = NULL;
-		ndevs = 0;
+		nfabdevs = ndevs = 0;
 	}
 	pthread_mutex_unlock(&global_lock);
 	return ncclSuccess;
@@ -79,7 +126,7 @@ static struct fabnet_dev *get_dev(int dev, const char *call)
 		FN_WARN("fabnet: %s: device %d does not exist (%d devices)", call, dev, ndevs);
 		return NULL;
 	}
-	return &devs[dev];
+	return devs[dev].primary;
 }
 
 ncclResult_t fabnet_api_devices(int *ndev)
@@ -97,16 +144,20 @@ ncclResult_t fabnet_api_get_properties(int dev, struct fabnet_props *p)
 	if (!d || !p)
 		return ncclInvalidArgument;
 	pthread_mutex_lock(&d->lock);
-	fabnet_hmem_probe(d);
-	pthread_mutex_unlock(&d->lock);
 	memset(p, 0, sizeof(*p));
-	p->name = d->name;
+	p->ptr_support = ~0;
+	for (int k = 0; k < d->nrails; k++) {
+		/* A memory kind is usable only where every rail can register it. */
+		fabnet_hmem_probe(d->rails[k]);
+		p->ptr_support &= d->rails[k]->ptr_support;
+	}
+	pthread_mutex_unlock(&d->lock);
+	p->name = devs[dev].name;
 	p->pci_path = d->pci_path;
 	p->guid = d->guid;
-	p->ptr_support = d->ptr_support;
 	p->reg_is_global = 1; /* registrations belong to the device, not to a comm */
 	p->force_flush = 0;
-	p->speed = d->speed_mbps;
+	p->speed = devs[dev].speed_mbps;
 	p->port = 1;
 	p->latency = 0;
 	p->max_comms = FABNET_MAX_COMMS;
@@ -207,9 +258,9 @@ static ncclResult_t reg_common(void *comm, void *data, size_t size, int type, in
 			       uint64_t offset, void **mhandle, const char *call)
 {
 	struct fabnet_comm *c = as_comm(comm, 0, call);
-	struct fabnet_mr *mr = NULL;
+	struct fabnet_rmr *rmr = NULL;
 	struct fabnet_dev *d;
-	int rc;
+	int rc, support = ~0;
 
 	if (!c || !mhandle || !data || size == 0) {
 		FN_WARN("fabnet: %s: invalid arguments (buffer %p, %zu bytes)", call, data, size);
@@ -218,14 +269,17 @@ static ncclResult_t reg_common(void *comm, void *data, size_t size, int type, in
 	*mhandle = NULL;
 	d = c->dev;
 	pthread_mutex_lock(&d->lock);
-	fabnet_hmem_probe(d);
-	if (type != NCCL_PTR_HOST && !(type == NCCL_PTR_CUDA && (d->ptr_support & NCCL_PTR_CUDA))) {
+	for (int k = 0; k < d->nrails; k++) {
+		fabnet_hmem_probe(d->rails[k]);
+		support &= d->rails[k]->ptr_support;
+	}
+	if (type != NCCL_PTR_HOST && !(type == NCCL_PTR_CUDA && (support & NCCL_PTR_CUDA))) {
 		pthread_mutex_unlock(&d->lock);
 		FN_WARN("fabnet: %s: memory of type %d cannot be registered on %s: %s", call, type,
 			d->name, type == NCCL_PTR_CUDA ? d->why_no_cuda : "unknown pointer type");
 		return ncclInvalidArgument;
 	}
-	if (fd >= 0 && !(d->ptr_support & NCCL_PTR_DMABUF)) {
+	if (fd >= 0 && !(support & NCCL_PTR_DMABUF)) {
 		if (!d->dmabuf_fallback_logged) {
 			d->dmabuf_fallback_logged = 1;
 			FN_INFO(NCCL_NET, "fabnet: %s on %s: registering by address instead of dma-buf: "
@@ -233,11 +287,11 @@ static ncclResult_t reg_common(void *comm, void *data, size_t size, int type, in
 		}
 		fd = -1;
 	}
-	rc = fabnet_mr_get(d, data, size, type, fd, offset, &mr);
+	rc = fabnet_proto_reg(d, data, size, type, fd, offset, &rmr);
 	pthread_mutex_unlock(&d->lock);
 	if (rc)
 		return ncclSystemError;
-	*mhandle = mr;
+	*mhandle = rmr;
 	return ncclSuccess;
 }
 
@@ -256,15 +310,15 @@ ncclResult_t fabnet_api_reg_mr_dmabuf(void *comm, void *data, size_t size, int t
 	return reg_common(comm, data, size, type, fd, offset, mhandle, "regMrDmaBuf");
 }
 
-static struct fabnet_mr *as_mr(void *p)
+static struct fabnet_rmr *as_mr(void *p)
 {
-	struct fabnet_mr *m = p;
-	return m && m->magic == FABNET_MR_MAGIC ? m : NULL;
+	struct fabnet_rmr *m = p;
+	return m && m->magic == FABNET_RMR_MAGIC ? m : NULL;
 }
 
 ncclResult_t fabnet_api_dereg_mr(void *comm, void *mhandle)
 {
-	struct fabnet_mr *m = as_mr(mhandle);
+	struct fabnet_rmr *m = as_mr(mhandle);
 	struct fabnet_dev *d;
 
 	if (!m) {
@@ -273,7 +327,7 @@ ncclResult_t fabnet_api_dereg_mr(void *comm, void *mhandle)
 	}
 	d = m->dev;
 	pthread_mutex_lock(&d->lock);
-	fabnet_mr_put(m);
+	fabnet_proto_dereg(m);
 	pthread_mutex_unlock(&d->lock);
 	return ncclSuccess;
 }
@@ -283,7 +337,7 @@ ncclResult_t fabnet_api_isend(void *send_comm, void *data, size_t size, int tag,
 {
 	struct fabnet_comm *c = as_comm(send_comm, FABNET_SEND, "isend");
 	struct fabnet_req *r = NULL;
-	struct fabnet_mr *mr = as_mr(mhandle);
+	struct fabnet_rmr *mr = as_mr(mhandle);
 	ncclResult_t res;
 
 	if (!c || !request || (size && !data) || (mhandle && !mr))
@@ -305,7 +359,7 @@ ncclResult_t fabnet_api_irecv(void *recv_comm, int n, void **data, const size_t 
 			      const int *tags, void **mhandles, void **request)
 {
 	struct fabnet_comm *c = as_comm(recv_comm, FABNET_RECV, "irecv");
-	struct fabnet_mr *mrs[FABNET_MAX_RECVS];
+	struct fabnet_rmr *mrs[FABNET_MAX_RECVS];
 	uint64_t sz[FABNET_MAX_RECVS];
 	struct fabnet_req *r = NULL;
 	ncclResult_t res;
@@ -335,7 +389,7 @@ ncclResult_t fabnet_api_iflush(void *recv_comm, int n, void **data, const int *s
 			       void **mhandles, void **request)
 {
 	struct fabnet_comm *c = as_comm(recv_comm, FABNET_RECV, "iflush");
-	struct fabnet_mr *mrs[FABNET_MAX_RECVS];
+	struct fabnet_rmr *mrs[FABNET_MAX_RECVS];
 	struct fabnet_req *r = NULL;
 	ncclResult_t res;
 

@@ -18,6 +18,11 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 30000
 #define DEFAULT_LINK_SPEED_MBPS 100000
 #define DEFAULT_PEER_TIMEOUT_MS 10000
+#define DEFAULT_RAILS 4
+#define DEFAULT_CHUNK_SIZE (1u << 20)
+#define DEFAULT_MIN_STRIPE (64u << 10)
+#define DEFAULT_STRIPE_ALIGN 128
+#define DEFAULT_RAIL_INFLIGHT (8u << 20)
 
 int fabnet_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
@@ -142,6 +147,11 @@ int fabnet_config_parse(struct fabnet_config *cfg, fabnet_getenv_fn lookup, char
 	cfg->hmem = 1;
 	cfg->peer_timeout_ms = DEFAULT_PEER_TIMEOUT_MS;
 	cfg->gdr_flush = FABNET_FLUSH_READ;
+	cfg->rails = DEFAULT_RAILS;
+	cfg->chunk_size = DEFAULT_CHUNK_SIZE;
+	cfg->min_stripe = DEFAULT_MIN_STRIPE;
+	cfg->stripe_align = DEFAULT_STRIPE_ALIGN;
+	cfg->rail_inflight = DEFAULT_RAIL_INFLIGHT;
 
 	v = lookup("FABNET_PROVIDER");
 	if (v && *v) {
@@ -180,6 +190,42 @@ int fabnet_config_parse(struct fabnet_config *cfg, fabnet_getenv_fn lookup, char
 	    get_uint(lookup, "FABNET_LINK_SPEED_MBPS", 1, 10000000, &cfg->link_speed_mbps,
 		     &cfg->src_link_speed, err, errlen))
 		return -1;
+	if (get_uint(lookup, "FABNET_RAILS", 1, 4, &cfg->rails, &cfg->src_rails, err, errlen) ||
+	    get_size(lookup, "FABNET_CHUNK_SIZE", (uint64_t)1 << 40, &cfg->chunk_size,
+		     &cfg->src_chunk_size, err, errlen) ||
+	    get_size(lookup, "FABNET_MIN_STRIPE", (uint64_t)1 << 40, &cfg->min_stripe,
+		     &cfg->src_min_stripe, err, errlen) ||
+	    get_size(lookup, "FABNET_STRIPE_ALIGN", 1 << 20, &cfg->stripe_align,
+		     &cfg->src_stripe_align, err, errlen) ||
+	    get_size(lookup, "FABNET_RAIL_INFLIGHT", (uint64_t)1 << 40, &cfg->rail_inflight,
+		     &cfg->src_rail_inflight, err, errlen))
+		return -1;
+	if (cfg->chunk_size < 4096)
+		return bad(err, errlen, "FABNET_CHUNK_SIZE", lookup("FABNET_CHUNK_SIZE"),
+			   "at least 4096");
+	if (!cfg->stripe_align || (cfg->stripe_align & (cfg->stripe_align - 1)))
+		return bad(err, errlen, "FABNET_STRIPE_ALIGN", lookup("FABNET_STRIPE_ALIGN"),
+			   "a power of two");
+	if (cfg->min_stripe < cfg->stripe_align)
+		return bad(err, errlen, "FABNET_MIN_STRIPE", lookup("FABNET_MIN_STRIPE"),
+			   "at least FABNET_STRIPE_ALIGN");
+	if (!cfg->rail_inflight)
+		return bad(err, errlen, "FABNET_RAIL_INFLIGHT", lookup("FABNET_RAIL_INFLIGHT"),
+			   "a byte count above 0");
+	v = lookup("FABNET_RAIL_GROUPS");
+	if (v && *v) {
+		if (strlen(v) >= sizeof(cfg->rail_groups))
+			return bad(err, errlen, "FABNET_RAIL_GROUPS", v, "a shorter list");
+		snprintf(cfg->rail_groups, sizeof(cfg->rail_groups), "%s", v);
+		cfg->src_rail_groups = FABNET_SRC_ENV;
+	}
+	v = lookup("FABNET_TOPO_FILE");
+	if (v && *v) {
+		if (strlen(v) >= sizeof(cfg->topo_file))
+			return bad(err, errlen, "FABNET_TOPO_FILE", v, "a shorter path");
+		snprintf(cfg->topo_file, sizeof(cfg->topo_file), "%s", v);
+		cfg->src_topo_file = FABNET_SRC_ENV;
+	}
 	if (cfg->max_write && cfg->max_write < 4096)
 		return bad(err, errlen, "FABNET_MAX_WRITE", lookup("FABNET_MAX_WRITE"),
 			   "0 (the provider's limit) or at least 4096");

@@ -27,10 +27,19 @@ struct fabnet_config {
 	int dmabuf;               /* FABNET_DMABUF: use dma-buf registrations when possible */
 	int hmem;                 /* FABNET_HMEM: ask providers for FI_HMEM (accelerator memory) */
 	int gdr_flush;            /* FABNET_GDR_FLUSH: enum fabnet_flush_mode */
+	/* Rails (several NICs as one NCCL device) and the write schedule. */
+	unsigned rails;           /* FABNET_RAILS: most rails per NCCL device (1..4) */
+	char rail_groups[512];    /* FABNET_RAIL_GROUPS: "a,b;c,d" domain names per device */
+	char topo_file[256];      /* FABNET_TOPO_FILE: hwloc XML instead of this machine */
+	size_t chunk_size;        /* FABNET_CHUNK_SIZE: bytes per RMA write of a large send */
+	size_t min_stripe;        /* FABNET_MIN_STRIPE: smallest stripe worth a rail */
+	size_t stripe_align;      /* FABNET_STRIPE_ALIGN: stripe boundaries fall on this */
+	size_t rail_inflight;     /* FABNET_RAIL_INFLIGHT: RMA bytes in flight per rail */
 	/* Where each value came from, for fabnet-info and the INFO log. */
 	enum fabnet_config_source src_eager_max, src_rx_buffers, src_tx_buffers, src_max_write,
 		src_writes_in_flight, src_connect_timeout, src_peer_timeout, src_link_speed, src_iface,
-		src_allow_loopback, src_dmabuf, src_hmem, src_gdr_flush;
+		src_allow_loopback, src_dmabuf, src_hmem, src_gdr_flush, src_rails, src_rail_groups,
+		src_topo_file, src_chunk_size, src_min_stripe, src_stripe_align, src_rail_inflight;
 };
 
 enum fabnet_flush_mode {

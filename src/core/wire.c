@@ -117,32 +117,54 @@ size_t fabnet_msg_encode_connect(void *buf, size_t len, uint32_t listen_id, uint
 	return need;
 }
 
-size_t fabnet_msg_encode_ack(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
-			     uint64_t nonce, const struct fabnet_proc *proc)
+/* ACK: nonce, pid, extra rail count and address length (zero for one rail,
+ * the layout of the single-rail format), host, then the extra addresses. */
+size_t fabnet_msg_encode_ack_rails(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+				   uint64_t nonce, const struct fabnet_proc *proc, uint8_t nextra,
+				   uint8_t addrlen, const void *addrs)
 {
+	size_t need = FABNET_MSG_HDR_SIZE + ACK_FIXED + (size_t)nextra * addrlen;
 	uint8_t *p;
 
-	if (len < FABNET_MSG_HDR_SIZE + ACK_FIXED)
+	if (len < need || nextra > FABNET_MAX_RAILS - 1 || (nextra && !addrlen) ||
+	    addrlen > FABNET_ADDR_MAX)
 		return 0;
 	p = put_hdr(buf, FABNET_MSG_CONNECT_ACK, dst_id, src_id, 0);
 	put64(&p, nonce);
 	put32(&p, proc ? proc->pid : 0);
-	put32(&p, 0);
+	put8(&p, nextra);
+	put8(&p, nextra ? addrlen : 0);
+	put16(&p, 0);
 	put64(&p, proc ? proc->host : 0);
-	return FABNET_MSG_HDR_SIZE + ACK_FIXED;
+	if (nextra)
+		memcpy(p, addrs, (size_t)nextra * addrlen);
+	return need;
 }
 
-size_t fabnet_msg_encode_cts(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
-			     uint32_t seq, uint8_t n, const struct fabnet_cts_entry *e)
+size_t fabnet_msg_encode_ack(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			     uint64_t nonce, const struct fabnet_proc *proc)
 {
-	size_t need = FABNET_MSG_HDR_SIZE + FABNET_CTS_FIXED + (size_t)n * FABNET_CTS_ENTRY_SIZE;
+	return fabnet_msg_encode_ack_rails(buf, len, dst_id, src_id, nonce, proc, 0, 0, NULL);
+}
+
+/* CTS: n, extra rail count, 6 reserved bytes, then per entry the first
+ * rail's (addr, key), size, tag, flags and (addr, key) on each extra rail. */
+size_t fabnet_msg_encode_cts_rails(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+				   uint32_t seq, uint8_t n, const struct fabnet_cts_entry *e,
+				   uint8_t nextra,
+				   const struct fabnet_cts_rail (*rail)[FABNET_MAX_RAILS - 1])
+{
+	size_t need = FABNET_MSG_HDR_SIZE + FABNET_CTS_FIXED +
+		      (size_t)n * (FABNET_CTS_ENTRY_SIZE + (size_t)nextra * FABNET_CTS_RAIL_SIZE);
 	uint8_t *p;
 
-	if (len < need || n == 0 || n > FABNET_MAX_RECVS)
+	if (len < need || n == 0 || n > FABNET_MAX_RECVS || nextra > FABNET_MAX_RAILS - 1 ||
+	    (nextra && !rail))
 		return 0;
 	p = put_hdr(buf, FABNET_MSG_CTS, dst_id, src_id, seq);
 	put8(&p, n);
-	for (int i = 0; i < 7; i++)
+	put8(&p, nextra);
+	for (int i = 0; i < 6; i++)
 		put8(&p, 0);
 	for (uint8_t i = 0; i < n; i++) {
 		put64(&p, e[i].addr);
@@ -150,8 +172,18 @@ size_t fabnet_msg_encode_cts(void *buf, size_t len, uint32_t dst_id, uint32_t sr
 		put64(&p, e[i].size);
 		put32(&p, (uint32_t)e[i].tag);
 		put32(&p, e[i].flags);
+		for (uint8_t k = 0; k < nextra; k++) {
+			put64(&p, rail[i][k].addr);
+			put64(&p, rail[i][k].key);
+		}
 	}
 	return need;
+}
+
+size_t fabnet_msg_encode_cts(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			     uint32_t seq, uint8_t n, const struct fabnet_cts_entry *e)
+{
+	return fabnet_msg_encode_cts_rails(buf, len, dst_id, src_id, seq, n, e, 0, NULL);
 }
 
 size_t fabnet_msg_encode_eager(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
@@ -242,26 +274,40 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 		m->u.connect.addr = p;
 		return NULL;
 	case FABNET_MSG_CONNECT_ACK:
-		if (body != ACK_FIXED)
+		if (body < ACK_FIXED)
 			return "CONNECT_ACK has the wrong length";
 		if (m->src_id == 0)
 			return "CONNECT_ACK from comm id 0";
 		m->u.ack.nonce = get64(&p);
 		m->u.ack.proc.pid = get32(&p);
-		if (get32(&p))
+		m->u.ack.nextra = get8(&p);
+		m->u.ack.addrlen = get8(&p);
+		if (get16(&p))
 			return "CONNECT_ACK reserved bytes set";
 		m->u.ack.proc.host = get64(&p);
+		if (m->u.ack.nextra > FABNET_MAX_RAILS - 1)
+			return "CONNECT_ACK names too many rails";
+		if (!m->u.ack.nextra != !m->u.ack.addrlen || m->u.ack.addrlen > FABNET_ADDR_MAX)
+			return "CONNECT_ACK rail address length out of range";
+		if (body != ACK_FIXED + (size_t)m->u.ack.nextra * m->u.ack.addrlen)
+			return "CONNECT_ACK has the wrong length";
+		m->u.ack.addrs = m->u.ack.nextra ? p : NULL;
 		return NULL;
 	case FABNET_MSG_CTS:
 		if (body < FABNET_CTS_FIXED)
 			return "CTS too short";
 		m->u.cts.n = get8(&p);
-		for (int i = 0; i < 7; i++)
+		m->u.cts.nextra = get8(&p);
+		for (int i = 0; i < 6; i++)
 			if (get8(&p))
 				return "CTS reserved bytes set";
 		if (m->u.cts.n == 0 || m->u.cts.n > FABNET_MAX_RECVS)
 			return "CTS receive count out of range";
-		if (body != FABNET_CTS_FIXED + (size_t)m->u.cts.n * FABNET_CTS_ENTRY_SIZE)
+		if (m->u.cts.nextra > FABNET_MAX_RAILS - 1)
+			return "CTS names too many rails";
+		if (body != FABNET_CTS_FIXED + (size_t)m->u.cts.n *
+						       (FABNET_CTS_ENTRY_SIZE +
+							(size_t)m->u.cts.nextra * FABNET_CTS_RAIL_SIZE))
 			return "CTS length does not match its receive count";
 		for (uint8_t i = 0; i < m->u.cts.n; i++) {
 			struct fabnet_cts_entry *e = &m->u.cts.e[i];
@@ -274,6 +320,13 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 				return "CTS entry has unknown flags";
 			if (e->size && e->addr + e->size < e->addr)
 				return "CTS entry wraps around the address space";
+			for (uint8_t k = 0; k < m->u.cts.nextra; k++) {
+				struct fabnet_cts_rail *r = &m->u.cts.rail[i][k];
+				r->addr = get64(&p);
+				r->key = get64(&p);
+				if (e->size && r->addr + e->size < r->addr)
+					return "CTS entry wraps around the address space";
+			}
 		}
 		return NULL;
 	case FABNET_MSG_EAGER:

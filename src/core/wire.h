@@ -17,6 +17,7 @@
 #define FABNET_ADDR_MAX 96     /* endpoint address bytes carried in a handle */
 #define FABNET_MAX_RECVS 8     /* grouped receives per irecv */
 #define FABNET_HANDLE_SIZE 128 /* NCCL_NET_HANDLE_MAXSIZE */
+#define FABNET_MAX_RAILS 4     /* endpoints (NICs) one comm stripes across */
 
 /* ---- connection handle (listen -> connect, exchanged by NCCL) ------------ */
 struct fabnet_handle {
@@ -47,20 +48,30 @@ enum fabnet_msg_type {
 #define FABNET_CTS_ENTRY_SIZE 32
 #define FABNET_CTS_FIXED 8
 #define FABNET_EAGER_FIXED 16
-#define FABNET_MSG_MAX_CONTROL \
-	(FABNET_MSG_HDR_SIZE + FABNET_CTS_FIXED + FABNET_MAX_RECVS * FABNET_CTS_ENTRY_SIZE)
+#define FABNET_CTS_RAIL_SIZE 16 /* (address, key) on each rail after the first */
+#define FABNET_MSG_MAX_CONTROL                                                \
+	(FABNET_MSG_HDR_SIZE + FABNET_CTS_FIXED +                             \
+	 FABNET_MAX_RECVS * (FABNET_CTS_ENTRY_SIZE + (FABNET_MAX_RAILS - 1) * FABNET_CTS_RAIL_SIZE))
 
 /* CTS entry flags */
 #define FABNET_CTS_EAGER_OK 0x1 /* host memory: the receiver can copy inline data */
 /* FIN / EAGER flags */
 #define FABNET_FIN_ERROR 0x1 /* the send failed (too large for the buffer) */
 
+/* Where to write on the receiver's first rail, and what may be written. */
 struct fabnet_cts_entry {
 	uint64_t addr; /* virtual address or offset, as the MR mode wants */
 	uint64_t key;
 	uint64_t size;
 	int32_t tag;
 	uint32_t flags;
+};
+
+/* The same buffer as registered on the receiver's rail 1, 2, ...: each NIC
+ * has its own key (and, without FI_MR_VIRT_ADDR, its own offset base). */
+struct fabnet_cts_rail {
+	uint64_t addr;
+	uint64_t key;
 };
 
 /* Who sent a CONNECT / CONNECT_ACK: a process in a (host, pid namespace). A
@@ -86,10 +97,15 @@ struct fabnet_msg {
 		struct {
 			uint64_t nonce;
 			struct fabnet_proc proc;
+			uint8_t nextra;        /* rails after the first (0..MAX_RAILS-1) */
+			uint8_t addrlen;       /* bytes of each extra rail's address */
+			const uint8_t *addrs;  /* nextra addresses, back to back */
 		} ack;
 		struct {
 			uint8_t n;
+			uint8_t nextra;        /* rails after the first */
 			struct fabnet_cts_entry e[FABNET_MAX_RECVS];
+			struct fabnet_cts_rail rail[FABNET_MAX_RECVS][FABNET_MAX_RAILS - 1];
 		} cts;
 		struct {
 			uint8_t idx;
@@ -112,8 +128,18 @@ size_t fabnet_msg_encode_connect(void *buf, size_t len, uint32_t listen_id, uint
 				 uint8_t addrlen);
 size_t fabnet_msg_encode_ack(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 			     uint64_t nonce, const struct fabnet_proc *proc);
+/* A receiver with several rails also names the addresses of rails 1..nextra
+ * (addrlen bytes each, back to back); the first is in the handle. */
+size_t fabnet_msg_encode_ack_rails(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+				   uint64_t nonce, const struct fabnet_proc *proc, uint8_t nextra,
+				   uint8_t addrlen, const void *addrs);
 size_t fabnet_msg_encode_cts(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 			     uint32_t seq, uint8_t n, const struct fabnet_cts_entry *e);
+/* rail[i][k] is entry i on the receiver's rail k + 1, for k < nextra. */
+size_t fabnet_msg_encode_cts_rails(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+				   uint32_t seq, uint8_t n, const struct fabnet_cts_entry *e,
+				   uint8_t nextra,
+				   const struct fabnet_cts_rail (*rail)[FABNET_MAX_RAILS - 1]);
 /* Writes the EAGER header only; the payload goes at buf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED. */
 size_t fabnet_msg_encode_eager(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 			       uint32_t seq, uint8_t idx, uint8_t flags, uint64_t size);

@@ -168,6 +168,27 @@ struct fabnet_comm *fabnet_proto_lookup(struct fabnet_dev *dev, uint32_t id)
 }
 
 /* ---- device --------------------------------------------------------------- */
+/* Opens the group's other rails; one that fails leaves the group with the
+ * rails before it (the job runs on fewer NICs, and says so). */
+static void open_rails(struct fabnet_dev *dev, struct fabnet_proto_dev *pd)
+{
+	for (int i = 1; i < dev->nrails; i++) {
+		struct fabnet_dev *r = dev->rails[i];
+		int rc = fabnet_dev_open(r);
+		if (rc) {
+			FN_WARN("fabnet: rail %d (%s) of device %s could not be opened (%s): using "
+				"%d rail%s", i, r->name, dev->name, fi_strerror(-rc), i, i > 1 ? "s" : "");
+			for (int j = i; j < dev->nrails; j++)
+				dev->rails[j]->primary = NULL;
+			dev->nrails = i;
+			break;
+		}
+		r->proto = pd;
+		r->up.on_msg = fabnet_proto_on_msg;
+		r->up.on_imm = fabnet_proto_on_imm;
+	}
+}
+
 int fabnet_proto_dev_init(struct fabnet_dev *dev)
 {
 	struct fabnet_proto_dev *pd;
@@ -193,6 +214,7 @@ int fabnet_proto_dev_init(struct fabnet_dev *dev)
 	dev->proto = pd;
 	dev->up.on_msg = fabnet_proto_on_msg;
 	dev->up.on_imm = fabnet_proto_on_imm;
+	open_rails(dev, pd);
 	return 0;
 }
 
@@ -205,6 +227,8 @@ static void comm_free(struct fabnet_comm *c)
 		free(c->u.listen.pending);
 	else
 		fabnet_pool_fini(&c->reqs);
+	if (c->kind == FABNET_SEND)
+		free(c->u.send.cts_rails);
 	c->magic = 0;
 	free(c);
 }
@@ -219,6 +243,10 @@ void fabnet_proto_dev_fini(struct fabnet_dev *dev)
 	if (pd->flush_mr)
 		fabnet_mr_dereg(pd->flush_mr);
 	fabnet_dev_close(dev);
+	for (int i = 1; i < dev->nrails; i++) {
+		fabnet_dev_close(dev->rails[i]);
+		dev->rails[i]->proto = NULL;
+	}
 	for (uint32_t i = 0; i < pd->cap; i++)
 		if (pd->table[i])
 			comm_free(pd->table[i]);
@@ -230,13 +258,18 @@ void fabnet_proto_dev_fini(struct fabnet_dev *dev)
 }
 
 /* ---- helpers shared with xfer.c ------------------------------------------ */
-int fabnet_proto_post(struct fabnet_comm *comm, struct fabnet_op *op)
+int fabnet_proto_post_on(struct fabnet_comm *comm, struct fabnet_dev *rail, struct fabnet_op *op)
 {
-	int rc = fabnet_dev_post(comm->dev, op);
+	int rc = fabnet_dev_post(rail, op);
 
 	if (rc == 0)
 		comm->ops_inflight++;
 	return rc;
+}
+
+int fabnet_proto_post(struct fabnet_comm *comm, struct fabnet_op *op)
+{
+	return fabnet_proto_post_on(comm, comm->dev, op);
 }
 
 static void reap_zombie(struct fabnet_comm *comm)
@@ -280,6 +313,22 @@ static struct fabnet_comm *comm_new(struct fabnet_dev *dev, uint8_t kind)
 		free(c);
 		return NULL;
 	}
+	c->nrails = 1;
+	if (kind == FABNET_RECV && dev->nrails > 1)
+		c->nrails = (uint8_t)dev->nrails;
+	if (kind == FABNET_SEND && dev->nrails > 1) {
+		/* Room for the receiver's keys on our other rails: more is never used. */
+		c->u.send.cts_rails_max = (uint8_t)(dev->nrails - 1);
+		c->u.send.cts_rails = calloc((size_t)FABNET_NSLOTS * FABNET_MAX_RECVS *
+						     c->u.send.cts_rails_max,
+					     sizeof(*c->u.send.cts_rails));
+		if (!c->u.send.cts_rails) {
+			fabnet_pool_fini(&c->reqs);
+			free_id(PD(dev), c->id);
+			free(c);
+			return NULL;
+		}
+	}
 	return c;
 }
 
@@ -288,7 +337,7 @@ static void ctl_sent(struct fabnet_op *op, int err, const struct fi_cq_data_entr
 {
 	struct fabnet_comm *c = op->owner;
 
-	fabnet_dev_txbuf_put(c->dev, op->buf);
+	fabnet_dev_txbuf_put(op->dev, op->buf);
 	op->buf = NULL;
 	if (op == &c->ping_op)
 		c->ping_pending = 0;
@@ -440,6 +489,23 @@ static void on_ack(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	}
 	c->peer_id = (uint16_t)m->src_id;
 	c->peer_proc = m->u.ack.proc;
+	c->rail_peer[0] = c->peer;
+	c->nrails = 1;
+	/* Use the rails both sides have; rail k talks to the receiver's rail k. */
+	for (int k = 1; k < c->dev->nrails && k <= m->u.ack.nextra; k++) {
+		const uint8_t *a = m->u.ack.addrs + (size_t)(k - 1) * m->u.ack.addrlen;
+		if (fabnet_dev_peer(c->dev->rails[k], a, m->u.ack.addrlen, &c->rail_peer[k])) {
+			FN_WARN("fabnet: send comm %u on %s: the receiver's rail %d address is not "
+				"usable on %s; striping over %d rail%s", c->id, c->dev->name, k,
+				c->dev->rails[k]->name, k, k > 1 ? "s" : "");
+			break;
+		}
+		c->nrails = (uint8_t)(k + 1);
+	}
+	if (c->dev->nrails > 1 || m->u.ack.nextra)
+		FN_INFO(NCCL_NET, "fabnet: send comm %u on %s uses %d rail%s (ours %d, the "
+			"receiver's %d)", c->id, c->dev->name, c->nrails, c->nrails > 1 ? "s" : "",
+			c->dev->nrails > 1 ? c->dev->nrails : 1, 1 + m->u.ack.nextra);
 	c->state = FABNET_READY;
 }
 
@@ -627,8 +693,16 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 	c->peer_id = (uint16_t)p.src_id;
 	c->peer_proc = p.proc;
 	c->state = FABNET_READY;
-	len = fabnet_msg_encode_ack(buf, dev->buf_size, c->peer_id, c->id, l->u.listen.nonce,
-				    self_proc());
+	{
+		/* Our other rails' addresses, for a sender that has rails too. */
+		uint8_t addrs[(FABNET_MAX_RAILS - 1) * FABNET_ADDR_MAX];
+		uint8_t nextra = 0, alen = dev->nrails > 1 ? (uint8_t)dev->rails[1]->addrlen : 0;
+		for (int k = 1; k < dev->nrails && dev->rails[k]->addrlen == alen; k++)
+			memcpy(addrs + (size_t)nextra++ * alen, dev->rails[k]->addr, alen);
+		c->nrails = (uint8_t)(1 + nextra);
+		len = fabnet_msg_encode_ack_rails(buf, dev->buf_size, c->peer_id, c->id,
+						  l->u.listen.nonce, self_proc(), nextra, alen, addrs);
+	}
 	if (!len || send_ctl(c, &c->u.recv.ack_op, buf, len, 0)) {
 		fabnet_dev_txbuf_put(dev, buf);
 		comm_free(c);
@@ -682,7 +756,7 @@ static void wait_user_ops(struct fabnet_comm *c)
 	for (uint32_t i = 0; i < c->reqs.capacity; i++) {
 		struct fabnet_req *r = c->reqs.in_use[i] ? fabnet_pool_at(&c->reqs, i) : NULL;
 		if (r && r->kind == FABNET_REQ_SEND)
-			r->u.send.next_off = r->u.send.size; /* post no more chunks */
+			fabnet_proto_send_stop(r); /* post no more chunks */
 	}
 	clock_gettime(CLOCK_MONOTONIC, &start);
 	while (user_ops_busy(c) && elapsed_ms(&start) < timeout) {
@@ -754,19 +828,22 @@ ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
 	c->closing = 1;
 	c->ops_inflight++; /* hold the comm while cancelling below */
 	fabnet_proto_drop_stalled(c);
-	/* Posts the provider never took can simply be forgotten. */
-	for (struct fabnet_op *op = dev->retry_head, *next; op; op = next) {
-		next = op->next;
-		struct fabnet_comm *owner = NULL;
-		if (op->kind == FABNET_OP_RECV)
-			continue;
-		if (op->cb == ctl_sent)
-			owner = op->owner;
-		else
-			owner = ((struct fabnet_req *)op->owner)->comm;
-		if (owner == c) {
-			fabnet_dev_unqueue(dev, op);
-			op->cb(op, FI_ECANCELED, NULL);
+	/* Posts the provider never took can simply be forgotten, on every rail. */
+	for (int k = 0; k < (dev->nrails > 1 ? dev->nrails : 1); k++) {
+		struct fabnet_dev *rd = k ? dev->rails[k] : dev;
+		for (struct fabnet_op *op = rd->retry_head, *next; op; op = next) {
+			next = op->next;
+			struct fabnet_comm *owner = NULL;
+			if (op->kind == FABNET_OP_RECV)
+				continue;
+			if (op->cb == ctl_sent)
+				owner = op->owner;
+			else
+				owner = ((struct fabnet_req *)op->owner)->comm;
+			if (owner == c) {
+				fabnet_dev_unqueue(rd, op);
+				op->cb(op, FI_ECANCELED, NULL);
+			}
 		}
 	}
 	c->ops_inflight--;

@@ -17,12 +17,25 @@
  * Every byte a peer sends is decoded by core/wire.c and checked against the
  * state it refers to (comm id and peer id, slot and sequence, index, size)
  * before anything is written or completed.
+ *
+ * Rails (docs/architecture.md, "Rails"): a comm on a group of NICs sends its
+ * control messages (CONNECT, ACK, CTS, FIN, CLOSE, PING) on the first rail.
+ * Each receive buffer is registered on every rail and the CTS names its key on
+ * each. A rendezvous send of at least 2 * FABNET_MIN_STRIPE is cut into one
+ * stripe per rail (FABNET_STRIPE_ALIGN-aligned), smaller sends and eager
+ * messages take one rail each, round-robin. Each stripe goes out in
+ * FABNET_CHUNK_SIZE writes, posted as the rail's bytes in flight drop below
+ * FABNET_RAIL_INFLIGHT. Every write carries the same immediate data (comm,
+ * seq, index) and the FIN the total count, so the receive completes once
+ * every stripe has landed, on whatever rail and in whatever order.
  */
 #ifndef FABNET_PROTOCOL_PROTO_H
 #define FABNET_PROTOCOL_PROTO_H
 
 #include <stdint.h>
 #include <time.h>
+
+#include <rdma/fi_errno.h>
 
 #include "core/pool.h"
 #include "core/wire.h"
@@ -42,11 +55,23 @@ enum fabnet_req_kind { FABNET_REQ_SEND = 1, FABNET_REQ_RECV, FABNET_REQ_FLUSH };
 
 struct fabnet_comm;
 
+#define FABNET_RMR_MAGIC 0x464e524du /* "FNRM" */
+
+/* What NCCL holds as an mhandle: one buffer registered on every rail of a
+ * device (each registration shared through that rail's cache). */
+struct fabnet_rmr {
+	uint32_t magic;
+	int type;                /* NCCL_PTR_* */
+	int nrails;
+	struct fabnet_dev *dev;  /* the group's primary */
+	struct fabnet_mr *mr[FABNET_MAX_RAILS];
+};
+
 struct fabnet_recv_entry {
 	uint8_t *data;
 	uint64_t size;   /* posted */
 	uint64_t got;    /* bytes the sender says it sent */
-	struct fabnet_mr *mr;
+	struct fabnet_rmr *mr;
 	int32_t tag;
 	uint8_t done;
 	uint8_t fin_seen;
@@ -72,15 +97,20 @@ struct fabnet_req {
 		struct {
 			uint8_t *data;
 			uint64_t size;
-			struct fabnet_mr *mr;
+			struct fabnet_rmr *mr;
 			uint8_t idx;
-			uint64_t raddr;
-			uint64_t rkey;
-			uint64_t next_off;     /* next byte to write */
+			uint8_t nrails;        /* rails this send may use (both sides have them) */
+			uint8_t nstripes;      /* 1 .. nrails */
+			uint8_t first_rail;    /* stripe s goes out on rail (first_rail + s) % nrails */
+			uint64_t stripe;       /* bytes per stripe (the last may be shorter) */
+			uint64_t chunk;        /* bytes per write */
+			uint64_t next[FABNET_MAX_RAILS]; /* next byte to write, per stripe */
+			uint64_t raddr[FABNET_MAX_RAILS]; /* where the buffer is, per rail */
+			uint64_t rkey[FABNET_MAX_RAILS];
 			uint32_t nwrites;      /* writes this send needs */
 			uint32_t writes_posted;
 			uint32_t writes_done;
-			struct fabnet_req *stall_next; /* waiting for a write op */
+			struct fabnet_req *stall_next; /* waiting for a write op or a rail */
 			uint8_t stalled;
 		} send;
 	} u;
@@ -89,6 +119,7 @@ struct fabnet_req {
 struct fabnet_cts_slot {
 	uint8_t valid;
 	uint8_t n;
+	uint8_t nextra;   /* receiver's rails after the first, as far as we keep them */
 	uint32_t seq;
 	uint32_t taken;
 	struct fabnet_cts_entry e[FABNET_MAX_RECVS];
@@ -110,7 +141,10 @@ struct fabnet_comm {
 	struct fabnet_dev *dev;
 	uint16_t id;
 	uint16_t peer_id;
-	fi_addr_t peer;
+	fi_addr_t peer;         /* on the first rail */
+	uint8_t nrails;         /* rails in use: send: both sides have them; recv: ours */
+	uint32_t rr;            /* round-robin rail for the next small send */
+	fi_addr_t rail_peer[FABNET_MAX_RAILS]; /* send: the receiver on each rail */
 	uint32_t seq;           /* recv: next irecv; send: next CTS to consume */
 	uint32_t peer_final_seq;/* from the peer's CLOSE */
 	unsigned ops_inflight;  /* our ops the provider still owns */
@@ -130,6 +164,10 @@ struct fabnet_comm {
 		} listen;
 		struct {        /* FABNET_SEND */
 			struct fabnet_cts_slot cts[FABNET_NSLOTS];
+			/* (addr, key) on the receiver's extra rails, per slot and entry:
+			 * [slot][entry][rail - 1], allocated only on multi-rail devices */
+			struct fabnet_cts_rail *cts_rails;
+			uint8_t cts_rails_max;  /* extra rails each row holds */
 			/* connect in progress: which handle, since when */
 			uint8_t handle[FABNET_HANDLE_SIZE];
 			const void *handle_ptr;
@@ -177,15 +215,21 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *listen, struct fabnet_comm 
 ncclResult_t fabnet_proto_close(struct fabnet_comm *comm);
 
 ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t size, int tag,
-				struct fabnet_mr *mr, struct fabnet_req **out);
+				struct fabnet_rmr *mr, struct fabnet_req **out);
 ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
-				const uint64_t *sizes, const int *tags, struct fabnet_mr **mrs,
+				const uint64_t *sizes, const int *tags, struct fabnet_rmr **mrs,
 				struct fabnet_req **out);
 /* GPUDirect flush: a small loopback fi_read from the last received buffer
  * (accelerator memory; host too with FABNET_GDR_FLUSH=always), or the CUDA
  * driver's flush call. *out is NULL when there is nothing to wait for. */
 ncclResult_t fabnet_proto_iflush(struct fabnet_comm *comm, int n, void **data, const int *sizes,
-				 struct fabnet_mr **mrs, struct fabnet_req **out);
+				 struct fabnet_rmr **mrs, struct fabnet_req **out);
+
+/* Registers [data, data+size) on every rail of dev's group (through each
+ * rail's cache) and releases it. Called with the primary's lock held. */
+int fabnet_proto_reg(struct fabnet_dev *dev, void *data, size_t size, int type, int fd,
+		     uint64_t offset, struct fabnet_rmr **out);
+void fabnet_proto_dereg(struct fabnet_rmr *rmr);
 ncclResult_t fabnet_proto_test(struct fabnet_req *req, int *done, uint64_t *sizes);
 
 /* Internal to the protocol layer (comm.c <-> xfer.c). */
@@ -201,6 +245,10 @@ void fabnet_proto_fail_comm(struct fabnet_comm *comm, const char *why);
  * report, so a peer that is alive but idle is never declared dead. */
 void fabnet_proto_check_peer(struct fabnet_comm *comm);
 void fabnet_proto_drop_stalled(struct fabnet_comm *comm);
+/* A send posts no more writes (its comm is closing). */
+void fabnet_proto_send_stop(struct fabnet_req *r);
 int fabnet_proto_post(struct fabnet_comm *comm, struct fabnet_op *op);
+/* The same on another rail of the comm's group. */
+int fabnet_proto_post_on(struct fabnet_comm *comm, struct fabnet_dev *rail, struct fabnet_op *op);
 
 #endif

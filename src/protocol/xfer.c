@@ -102,53 +102,105 @@ void fabnet_proto_drop_stalled(struct fabnet_comm *comm)
 
 static void write_done(struct fabnet_op *op, int err, const struct fi_cq_data_entry *e);
 
-/* Posts the next chunks of a rendezvous send, at most writes_in_flight at a
- * time, so that a large send never floods the provider's queue. */
+static struct fabnet_dev *rail_dev(struct fabnet_dev *dev, int k)
+{
+	return k ? dev->rails[k] : dev;
+}
+
+static uint64_t stripe_end(const struct fabnet_req *r, int s)
+{
+	uint64_t end = (uint64_t)(s + 1) * r->u.send.stripe;
+
+	return end < r->u.send.size ? end : r->u.send.size;
+}
+
+void fabnet_proto_send_stop(struct fabnet_req *r)
+{
+	for (int s = 0; s < r->u.send.nstripes; s++)
+		r->u.send.next[s] = stripe_end(r, s);
+}
+
+/* Posts the next chunks of a rendezvous send: one chunk per stripe in turn,
+ * so that every rail is fed; at most writes_in_flight per stripe for this
+ * send, and none on a rail that already has FABNET_RAIL_INFLIGHT bytes out
+ * (the send waits on the stall list until a write completes). */
 static void send_advance(struct fabnet_req *r)
 {
 	struct fabnet_comm *comm = r->comm;
 	struct fabnet_dev *dev = comm->dev;
 	struct fabnet_proto_dev *pd = PD(dev);
-	unsigned wif = fabnet_config()->writes_in_flight;
+	const struct fabnet_config *cfg = fabnet_config();
+	unsigned wif = cfg->writes_in_flight * r->u.send.nstripes;
+	int blocked = 0, posted = 1;
 
-	while (!r->failed && !comm->closing && r->u.send.next_off < r->u.send.size &&
-	       r->u.send.writes_posted - r->u.send.writes_done < wif) {
-		struct fabnet_op *op = fabnet_pool_get(&pd->wops);
-		uint64_t left = r->u.send.size - r->u.send.next_off;
-		if (!op) {
-			stall(pd, r);
-			return;
+	while (posted && !r->failed && !comm->closing) {
+		posted = 0;
+		for (int s = 0; s < r->u.send.nstripes; s++) {
+			uint64_t end = stripe_end(r, s), off = r->u.send.next[s];
+			int k = (r->u.send.first_rail + s) % r->u.send.nrails;
+			struct fabnet_dev *rd = rail_dev(dev, k);
+			struct fabnet_op *op;
+
+			if (off >= end)
+				continue;
+			if (rd->rail_bytes && rd->rail_bytes + r->u.send.chunk > cfg->rail_inflight) {
+				blocked = 1;
+				continue;
+			}
+			if (r->u.send.writes_posted - r->u.send.writes_done >= wif)
+				return; /* our own write completions advance us */
+			op = fabnet_pool_get(&pd->wops);
+			if (!op) {
+				stall(pd, r);
+				return;
+			}
+			memset(op, 0, sizeof(*op));
+			op->kind = FABNET_OP_WRITE;
+			op->cb = write_done;
+			op->owner = r;
+			op->buf = r->u.send.data + off;
+			op->len = end - off < r->u.send.chunk ? (size_t)(end - off) : r->u.send.chunk;
+			op->desc = r->u.send.mr ? r->u.send.mr->mr[k]->desc : NULL;
+			op->peer = comm->rail_peer[k];
+			op->raddr = r->u.send.raddr[k] + off;
+			op->rkey = r->u.send.rkey[k];
+			op->imm = fabnet_imm_pack(comm->peer_id, (uint8_t)r->seq, r->u.send.idx);
+			int rc = fabnet_proto_post_on(comm, rd, op);
+			if (rc) {
+				char why[256];
+				fabnet_pool_put(&pd->wops, op);
+				snprintf(why, sizeof(why), "posting an RMA write of send seq %u on %s "
+					 "failed: %s (the receiver closed or died, or the link is down)",
+					 r->seq, rd->name, fi_strerror(-rc));
+				fabnet_proto_fail_comm(comm, why);
+				r->failed = ncclRemoteError;
+				return;
+			}
+			rd->rail_bytes += op->len;
+			r->u.send.next[s] += op->len;
+			r->u.send.writes_posted++;
+			posted = 1;
 		}
-		memset(op, 0, sizeof(*op));
-		op->kind = FABNET_OP_WRITE;
-		op->cb = write_done;
-		op->owner = r;
-		op->buf = r->u.send.data + r->u.send.next_off;
-		op->len = left < dev->max_write ? (size_t)left : dev->max_write;
-		op->desc = r->u.send.mr ? r->u.send.mr->desc : NULL;
-		op->peer = comm->peer;
-		op->raddr = r->u.send.raddr + r->u.send.next_off;
-		op->rkey = r->u.send.rkey;
-		op->imm = fabnet_imm_pack(comm->peer_id, (uint8_t)r->seq, r->u.send.idx);
-		if (fabnet_proto_post(comm, op)) {
-			fabnet_pool_put(&pd->wops, op);
-			r->failed = ncclSystemError;
-			return;
-		}
-		r->u.send.next_off += op->len;
-		r->u.send.writes_posted++;
 	}
+	if (blocked)
+		stall(pd, r);
 }
 
+/* Gives every waiting send one chance: those still short of a write op or of
+ * room on their rails go back on the list. */
 static void unstall(struct fabnet_proto_dev *pd)
 {
-	while (pd->stall_head && pd->wops.nfree) {
-		struct fabnet_req *r = pd->stall_head;
-		pd->stall_head = r->u.send.stall_next;
-		if (!pd->stall_head)
-			pd->stall_tail = NULL;
+	struct fabnet_req *r = pd->stall_head;
+
+	if (!r || !pd->wops.nfree)
+		return;
+	pd->stall_head = pd->stall_tail = NULL;
+	while (r) {
+		struct fabnet_req *next = r->u.send.stall_next;
 		r->u.send.stalled = 0;
+		r->u.send.stall_next = NULL;
 		send_advance(r);
+		r = next;
 	}
 }
 
@@ -158,9 +210,12 @@ static void write_done(struct fabnet_op *op, int err, const struct fi_cq_data_en
 	struct fabnet_comm *comm = r->comm;
 	struct fabnet_proto_dev *pd = PD(comm->dev);
 
+	op->dev->rail_bytes -= op->len;
 	fabnet_pool_put(&pd->wops, op);
 	r->u.send.writes_done++;
-	if (err && err != FI_ECANCELED && !comm->closing) {
+	/* We cancel writes only when closing: a provider that cancels them itself
+	 * (tcp, when the connection drops) reports a failure like any other. */
+	if (err && !comm->closing) {
 		char why[160];
 		snprintf(why, sizeof(why), "an RMA write of send seq %u failed: %s (the receiver "
 			 "closed, died, or deregistered its buffer)", r->seq, fi_strerror(err));
@@ -180,23 +235,28 @@ static void msg_sent(struct fabnet_op *op, int err, const struct fi_cq_data_entr
 	struct fabnet_req *r = op->owner;
 	struct fabnet_comm *comm = r->comm;
 
-	fabnet_dev_txbuf_put(comm->dev, op->buf);
+	fabnet_dev_txbuf_put(op->dev, op->buf);
 	op->buf = NULL;
 	r->msg_pending = 0;
 	if (err) {
-		if (err != FI_ECANCELED && !comm->closing)
-			FN_WARN("fabnet: %s of seq %u on comm %u (%s) was not delivered: %s. Is the "
-				"peer alive?", r->kind == FABNET_REQ_RECV ? "CTS" : "send message",
-				r->seq, comm->id, comm->dev->name, fi_strerror(err));
+		if (!comm->closing) {
+			char why[160];
+			snprintf(why, sizeof(why), "the %s of seq %u was not delivered: %s",
+				 r->kind == FABNET_REQ_RECV ? "CTS" : "send message", r->seq,
+				 fi_strerror(err));
+			fabnet_proto_fail_comm(comm, why);
+		}
 		r->failed = ncclRemoteError;
 	}
 	req_release_abandoned(r);
 	fabnet_proto_op_done(comm);
 }
 
-static int post_msg(struct fabnet_req *r, void *buf, size_t len)
+/* Sends buf (a bounce buffer of rail k) to the peer's rail k. */
+static int post_msg(struct fabnet_req *r, int k, void *buf, size_t len)
 {
 	struct fabnet_comm *comm = r->comm;
+	struct fabnet_dev *rd = rail_dev(comm->dev, k);
 	struct fabnet_op *op = &r->msg_op;
 
 	memset(op, 0, sizeof(*op));
@@ -205,9 +265,9 @@ static int post_msg(struct fabnet_req *r, void *buf, size_t len)
 	op->owner = r;
 	op->buf = buf;
 	op->len = len;
-	op->desc = fabnet_dev_txbuf_desc(comm->dev);
-	op->peer = comm->peer;
-	if (fabnet_proto_post(comm, op))
+	op->desc = fabnet_dev_txbuf_desc(rd);
+	op->peer = k ? comm->rail_peer[k] : comm->peer;
+	if (fabnet_proto_post_on(comm, rd, op))
 		return -1;
 	r->msg_pending = 1;
 	return 0;
@@ -228,8 +288,42 @@ static ncclResult_t comm_usable(struct fabnet_comm *comm, const char *call)
 	return ncclSuccess;
 }
 
+/* Cuts a rendezvous send into stripes over the first nr rails (proto.h):
+ * one per rail when it is at least two minimum stripes long, else one on the
+ * next rail in turn. Stripe boundaries fall on FABNET_STRIPE_ALIGN bytes. */
+static void plan_stripes(struct fabnet_comm *comm, struct fabnet_req *r, int nr)
+{
+	const struct fabnet_config *cfg = fabnet_config();
+	uint64_t size = r->u.send.size, chunk = cfg->chunk_size, stripe = size;
+	unsigned ns = 1;
+
+	for (int k = 0; k < nr; k++) {
+		size_t mw = rail_dev(comm->dev, k)->max_write;
+		if (!chunk || mw < chunk)
+			chunk = mw;
+	}
+	if (nr > 1 && size >= 2 * cfg->min_stripe) {
+		uint64_t align = cfg->stripe_align;
+		ns = (unsigned)(size / cfg->min_stripe < (uint64_t)nr ? size / cfg->min_stripe : (uint64_t)nr);
+		stripe = (size + ns - 1) / ns;
+		stripe = (stripe + align - 1) / align * align;
+		ns = (unsigned)((size + stripe - 1) / stripe);
+	}
+	r->u.send.nrails = (uint8_t)nr;
+	r->u.send.nstripes = (uint8_t)ns;
+	r->u.send.stripe = stripe;
+	r->u.send.chunk = chunk;
+	r->u.send.first_rail = (uint8_t)(comm->rr++ % (uint32_t)nr);
+	r->u.send.nwrites = 0;
+	for (unsigned s = 0; s < ns; s++) {
+		uint64_t len = stripe_end(r, (int)s) - (uint64_t)s * stripe;
+		r->u.send.next[s] = (uint64_t)s * stripe;
+		r->u.send.nwrites += (uint32_t)((len + chunk - 1) / chunk);
+	}
+}
+
 ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t size, int tag,
-				struct fabnet_mr *mr, struct fabnet_req **out)
+				struct fabnet_rmr *mr, struct fabnet_req **out)
 {
 	struct fabnet_dev *dev = comm->dev;
 	struct fabnet_cts_slot *cts = &comm->u.send.cts[comm->seq % FABNET_NSLOTS];
@@ -237,7 +331,7 @@ ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t s
 	struct fabnet_req *r;
 	int32_t tags[FABNET_MAX_RECVS];
 	ncclResult_t res;
-	int idx, eager;
+	int idx, eager, nr, k;
 	void *buf;
 	size_t len;
 
@@ -274,18 +368,22 @@ ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t s
 				(unsigned long long)size, dev->prov_name);
 			return ncclInvalidArgument;
 		}
-		if (mr && !fabnet_mr_covers(mr, data, size)) {
-			FN_WARN("fabnet: isend buffer %p+%llu lies outside its registration", data,
+		if (mr && (mr->dev != dev || !fabnet_mr_covers(mr->mr[0], data, size))) {
+			FN_WARN("fabnet: isend buffer %p+%llu lies outside its registration (or was "
+				"registered through a comm on another device)", data,
 				(unsigned long long)size);
 			return ncclInvalidArgument;
 		}
 	}
-	buf = fabnet_dev_txbuf_get(dev);
+	/* Small messages take the rails in turn; control stays on the first. */
+	nr = comm->nrails < 1 + cts->nextra ? comm->nrails : 1 + cts->nextra;
+	k = eager && nr > 1 ? (int)(comm->rr % nr) : 0;
+	buf = fabnet_dev_txbuf_get(rail_dev(dev, k));
 	if (!buf)
 		return ncclSuccess;
 	r = req_new(comm, FABNET_REQ_SEND);
 	if (!r) {
-		fabnet_dev_txbuf_put(dev, buf);
+		fabnet_dev_txbuf_put(rail_dev(dev, k), buf);
 		return ncclSuccess;
 	}
 	r->seq = cts->seq;
@@ -293,20 +391,28 @@ ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t s
 	r->u.send.size = size;
 	r->u.send.mr = mr;
 	r->u.send.idx = (uint8_t)idx;
-	r->u.send.raddr = e->addr;
-	r->u.send.rkey = e->key;
 	if (eager) {
+		comm->rr++;
 		len = fabnet_msg_encode_eager(buf, dev->buf_size, comm->peer_id, comm->id, r->seq,
 					      (uint8_t)idx, 0, size);
 		if (size)
 			memcpy((uint8_t *)buf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED, data, size);
 	} else {
-		r->u.send.nwrites = (uint32_t)(1 + (size - 1) / dev->max_write);
+		const struct fabnet_cts_rail *extra = comm->u.send.cts_rails ?
+			comm->u.send.cts_rails + ((size_t)(cts->seq % FABNET_NSLOTS) * FABNET_MAX_RECVS +
+						  (size_t)idx) * comm->u.send.cts_rails_max : NULL;
+		r->u.send.raddr[0] = e->addr;
+		r->u.send.rkey[0] = e->key;
+		for (int i = 1; i < nr; i++) {
+			r->u.send.raddr[i] = extra[i - 1].addr;
+			r->u.send.rkey[i] = extra[i - 1].key;
+		}
+		plan_stripes(comm, r, nr);
 		len = fabnet_msg_encode_fin(buf, dev->buf_size, comm->peer_id, comm->id, r->seq,
 					    (uint8_t)idx, 0, r->u.send.nwrites, size);
 	}
-	if (!len || post_msg(r, buf, len)) {
-		fabnet_dev_txbuf_put(dev, buf);
+	if (!len || post_msg(r, k, buf, len)) {
+		fabnet_dev_txbuf_put(rail_dev(dev, k), buf);
 		req_free(r);
 		return ncclSystemError;
 	}
@@ -323,11 +429,12 @@ ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t s
 
 /* ---- irecv ------------------------------------------------------------------ */
 ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
-				const uint64_t *sizes, const int *tags, struct fabnet_mr **mrs,
+				const uint64_t *sizes, const int *tags, struct fabnet_rmr **mrs,
 				struct fabnet_req **out)
 {
 	struct fabnet_dev *dev = comm->dev;
 	struct fabnet_cts_entry e[FABNET_MAX_RECVS];
+	struct fabnet_cts_rail extra[FABNET_MAX_RECVS][FABNET_MAX_RAILS - 1];
 	struct fabnet_req *r;
 	uint32_t slot = comm->seq % FABNET_NSLOTS;
 	ncclResult_t res;
@@ -340,20 +447,27 @@ ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
 	if (res)
 		return res;
 	for (int i = 0; i < n; i++) {
-		struct fabnet_mr *mr = mrs ? mrs[i] : NULL;
+		struct fabnet_rmr *mr = mrs ? mrs[i] : NULL;
 		memset(&e[i], 0, sizeof(e[i]));
+		memset(extra[i], 0, sizeof(extra[i]));
 		if (!mr && sizes[i] > dev->eager_max) {
 			FN_WARN("fabnet: irecv of %llu bytes without a registered buffer: pass the "
 				"mhandle from regMr", (unsigned long long)sizes[i]);
 			return ncclInvalidArgument;
 		}
-		if (mr && sizes[i] && !fabnet_mr_covers(mr, data[i], sizes[i])) {
-			FN_WARN("fabnet: irecv buffer %p+%llu lies outside its registration", data[i],
+		if (mr && (mr->dev != dev || mr->nrails < comm->nrails ||
+			   (sizes[i] && !fabnet_mr_covers(mr->mr[0], data[i], sizes[i])))) {
+			FN_WARN("fabnet: irecv buffer %p+%llu lies outside its registration (or was "
+				"registered through a comm on another device)", data[i],
 				(unsigned long long)sizes[i]);
 			return ncclInvalidArgument;
 		}
-		e[i].addr = mr ? fabnet_mr_remote_addr(mr, data[i]) : 0;
-		e[i].key = mr ? mr->key : 0;
+		e[i].addr = mr ? fabnet_mr_remote_addr(mr->mr[0], data[i]) : 0;
+		e[i].key = mr ? mr->mr[0]->key : 0;
+		for (int k = 1; mr && k < comm->nrails; k++) {
+			extra[i][k - 1].addr = fabnet_mr_remote_addr(mr->mr[k], data[i]);
+			extra[i][k - 1].key = mr->mr[k]->key;
+		}
 		e[i].size = sizes[i];
 		e[i].tag = tags[i];
 		e[i].flags = !mr || mr->type == NCCL_PTR_HOST ? FABNET_CTS_EAGER_OK : 0;
@@ -376,12 +490,13 @@ ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
 		r->u.recv.e[i].mr = mrs ? mrs[i] : NULL;
 		r->u.recv.e[i].tag = tags[i];
 	}
-	len = fabnet_msg_encode_cts(buf, dev->buf_size, comm->peer_id, comm->id, r->seq,
-				    (uint8_t)n, e);
+	len = fabnet_msg_encode_cts_rails(buf, dev->buf_size, comm->peer_id, comm->id, r->seq,
+					  (uint8_t)n, e, (uint8_t)(comm->nrails - 1),
+					  (const struct fabnet_cts_rail(*)[FABNET_MAX_RAILS - 1])extra);
 	/* Claim the slot first: the sender's data may arrive before our own CTS
 	 * completion is reported. */
 	comm->u.recv.slot[slot] = r;
-	if (!len || post_msg(r, buf, len)) {
+	if (!len || post_msg(r, 0, buf, len)) {
 		comm->u.recv.slot[slot] = NULL;
 		fabnet_dev_txbuf_put(dev, buf);
 		req_free(r);
@@ -474,6 +589,12 @@ static void on_cts(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	s->seq = m->seq;
 	s->taken = 0;
 	memcpy(s->e, m->u.cts.e, sizeof(s->e[0]) * s->n);
+	s->nextra = m->u.cts.nextra < c->u.send.cts_rails_max ? m->u.cts.nextra
+							       : c->u.send.cts_rails_max;
+	for (int i = 0; i < s->n && s->nextra; i++)
+		memcpy(c->u.send.cts_rails + ((size_t)(m->seq % FABNET_NSLOTS) * FABNET_MAX_RECVS +
+					      (size_t)i) * c->u.send.cts_rails_max,
+		       m->u.cts.rail[i], sizeof(m->u.cts.rail[i][0]) * s->nextra);
 }
 
 static void on_eager(struct fabnet_dev *dev, const struct fabnet_msg *m)
@@ -610,7 +731,7 @@ static void flush_done(struct fabnet_op *op, int err, const struct fi_cq_data_en
 }
 
 ncclResult_t fabnet_proto_iflush(struct fabnet_comm *comm, int n, void **data, const int *sizes,
-				 struct fabnet_mr **mrs, struct fabnet_req **out)
+				 struct fabnet_rmr **mrs, struct fabnet_req **out)
 {
 	struct fabnet_dev *dev = comm->dev;
 	struct fabnet_proto_dev *pd = PD(dev);
@@ -649,8 +770,8 @@ ncclResult_t fabnet_proto_iflush(struct fabnet_comm *comm, int n, void **data, c
 	op->len = sizes[last] < 4 ? (size_t)sizes[last] : 4;
 	op->desc = pd->flush_mr ? pd->flush_mr->desc : NULL;
 	op->peer = pd->self;
-	op->raddr = fabnet_mr_remote_addr(mrs[last], data[last]);
-	op->rkey = mrs[last]->key;
+	op->raddr = fabnet_mr_remote_addr(mrs[last]->mr[0], data[last]);
+	op->rkey = mrs[last]->mr[0]->key;
 	if (fabnet_proto_post(comm, op)) {
 		req_free(r);
 		return ncclSystemError;

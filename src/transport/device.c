@@ -76,6 +76,7 @@ int fabnet_dev_post(struct fabnet_dev *dev, struct fabnet_op *op)
 {
 	ssize_t rc;
 
+	op->dev = dev;
 	/* Keep order behind earlier refused posts: the provider is full anyway. */
 	if (dev->retry_head) {
 		enqueue(dev, op);
@@ -176,7 +177,7 @@ static void dispatch(struct fabnet_dev *dev, const struct fi_cq_data_entry *e)
 	op->cb(op, 0, e);
 }
 
-int fabnet_dev_progress(struct fabnet_dev *dev)
+static int progress_one(struct fabnet_dev *dev)
 {
 	struct fi_cq_data_entry e[CQ_BATCH];
 
@@ -201,6 +202,29 @@ int fabnet_dev_progress(struct fabnet_dev *dev)
 			break;
 	}
 	return drain_retry(dev);
+}
+
+int fabnet_dev_progress(struct fabnet_dev *dev)
+{
+	int rc = progress_one(dev);
+
+	for (int i = 1; i < dev->nrails && !rc; i++)
+		rc = progress_one(dev->rails[i]);
+	return rc;
+}
+
+void fabnet_dev_group(struct fabnet_dev **devs, int n)
+{
+	struct fabnet_dev *p = devs[0];
+
+	p->nrails = n;
+	for (int i = 0; i < n; i++) {
+		p->rails[i] = devs[i];
+		devs[i]->primary = p;
+		devs[i]->rail = i;
+		if (i)
+			devs[i]->nrails = 0;
+	}
 }
 
 int fabnet_dev_peer(struct fabnet_dev *dev, const void *addr, size_t addrlen, fi_addr_t *out)

@@ -8,6 +8,12 @@
  *
  * Locking: dev->lock serialises every call into the domain (we ask for
  * FI_THREAD_DOMAIN), and the protocol layer holds it while it runs.
+ *
+ * Rails: several devices (NICs next to one accelerator) can form one group
+ * that NCCL sees as a single device. The group's first device (its primary)
+ * owns the lock and the protocol state for all of them; progress on the
+ * primary progresses every rail, and operations say which rail they went out
+ * on (op->dev), so each completes where it was posted.
  */
 #ifndef FABNET_TRANSPORT_DEVICE_H
 #define FABNET_TRANSPORT_DEVICE_H
@@ -50,6 +56,7 @@ struct fabnet_op {
 	uint64_t raddr;
 	uint64_t rkey;
 	uint64_t imm;           /* WRITE: immediate data (remote CQ data) */
+	struct fabnet_dev *dev; /* the rail it was posted on (set by fabnet_dev_post) */
 };
 
 struct fabnet_peer {
@@ -131,7 +138,14 @@ struct fabnet_dev {
 	size_t npeers, peers_cap;
 
 	struct fabnet_dev_upcalls up;
-	void *proto;            /* the protocol layer's per-device state */
+	void *proto;            /* the protocol layer's per-device state (the primary's) */
+
+	/* Rail group (see above). A device alone is its own one-rail group. */
+	struct fabnet_dev *primary;
+	int rail;               /* index within the group */
+	int nrails;             /* on the primary: rails in the group */
+	struct fabnet_dev *rails[FABNET_MAX_RAILS]; /* on the primary; rails[0] is itself */
+	uint64_t rail_bytes;    /* RMA bytes posted on this rail and not yet completed */
 };
 
 /* Opens the domain, endpoint, CQ, AV and bounce buffers (idempotent).
@@ -142,9 +156,12 @@ void fabnet_dev_close(struct fabnet_dev *dev);
 /* Posts op now or queues it for retry after -FI_EAGAIN. Returns 0 or a
  * negative FI_E* code (logged); on error op was not posted. */
 int fabnet_dev_post(struct fabnet_dev *dev, struct fabnet_op *op);
-/* Reads the CQ, runs completions and upcalls, retries queued posts.
+/* Reads the CQ, runs completions and upcalls, retries queued posts, on dev
+ * and, when dev is a group's primary, on every other rail of the group.
  * Returns 0 or a negative FI_E* code for a broken CQ. */
 int fabnet_dev_progress(struct fabnet_dev *dev);
+/* Makes devs[0..n-1] one rail group with devs[0] as its primary. */
+void fabnet_dev_group(struct fabnet_dev **devs, int n);
 /* Removes op from the retry list if it is there (used by close). */
 void fabnet_dev_unqueue(struct fabnet_dev *dev, struct fabnet_op *op);
 

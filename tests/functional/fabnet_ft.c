@@ -3281,9 +3281,10 @@ static int helper_survivor(struct ft *ft, struct ctl *up, const char *part)
 		static const char *const closed[] = {"on comm ", "closed", NULL};
 		const char *const *words = strcmp(part, "close") ? died : closed;
 		if (!log || !log_has_line(log, words, line, sizeof(line))) {
-			fail(ft, "no log line names the comm (expected a line with %s)",
-			     strcmp(part, "close") ? "\"comm N ... peer comm M at ADDR ... failed\""
-						   : "\"on comm N ... closed\"");
+			fail(ft, "no log line names the comm (expected a line with %s); the log "
+			     "was:\n%.4000s", strcmp(part, "close") ?
+			     "\"comm N ... peer comm M at ADDR ... failed\"" : "\"on comm N ... closed\"",
+			     log ? log : "(none)");
 			free(log);
 			goto out;
 		}

@@ -838,7 +838,7 @@ out:
 static void case_eager_into_accel(void)
 {
 	const char *name = "EAGER into a receive posted as accelerator memory";
-	struct fabnet_mr *mr = rmh;
+	struct fabnet_rmr *mr = rmh;
 	int saved = mr->type, got[1];
 	size_t sizes[1] = {4096};
 	ncclResult_t res;
@@ -947,7 +947,7 @@ static void cts_case(const char *name, int which)
 	canary_reset();
 	memset(e, 0, sizeof(e));
 	e[0].addr = (uint64_t)(uintptr_t)entry(0);
-	e[0].key = ((struct fabnet_mr *)rmh)->key;
+	e[0].key = ((struct fabnet_rmr *)rmh)->mr[0]->key;
 	e[0].size = 1 << 20;
 	e[0].tag = TAG0;
 	e[0].flags = FABNET_CTS_EAGER_OK;

@@ -26,6 +26,7 @@ int main(void)
 	register_regcache_tests();
 	register_keypool_tests();
 	register_topo_tests();
+	register_rails_tests();
 	if (CU_get_error() != CUE_SUCCESS) {
 		fprintf(stderr, "unit: cannot register the tests: %s\n", CU_get_error_msg());
 		CU_cleanup_registry();

@@ -467,10 +467,17 @@ static void cts_fits_in_the_largest_control_message(void)
 {
 	uint8_t buf[FABNET_MSG_MAX_CONTROL];
 	struct fabnet_cts_entry e[FABNET_MAX_RECVS];
+	struct fabnet_cts_rail r[FABNET_MAX_RECVS][FABNET_MAX_RAILS - 1];
 
 	memset(e, 0, sizeof(e));
-	CU_ASSERT_EQUAL(fabnet_msg_encode_cts(buf, sizeof(buf), 1, 1, 0, FABNET_MAX_RECVS, e),
+	memset(r, 0, sizeof(r));
+	/* the largest CTS: every receive, on every rail */
+	CU_ASSERT_EQUAL(fabnet_msg_encode_cts_rails(buf, sizeof(buf), 1, 1, 0, FABNET_MAX_RECVS, e,
+						    FABNET_MAX_RAILS - 1,
+						    (const struct fabnet_cts_rail(*)[FABNET_MAX_RAILS - 1])r),
 			FABNET_MSG_MAX_CONTROL);
+	CU_ASSERT(fabnet_msg_encode_cts(buf, sizeof(buf), 1, 1, 0, FABNET_MAX_RECVS, e) <
+		  FABNET_MSG_MAX_CONTROL);
 }
 
 static void check_eager_round_trip(uint64_t size)
@@ -1046,6 +1053,117 @@ static void imm_unpack_rejects_comm_id_0(void)
 	CU_ASSERT_PTR_NOT_NULL(fabnet_imm_unpack(fabnet_imm_pack(0, 1, 0), &imm));
 }
 
+
+/* ---- rails ------------------------------------------------------------------ */
+static void cts_with_extra_rails_round_trips(void)
+{
+	struct unit_loop loop = UNIT_LOOP_INIT;
+
+	for (uint8_t nextra = 0; nextra < FABNET_MAX_RAILS; nextra++) {
+		for (uint8_t cnt = 1; cnt <= FABNET_MAX_RECVS; cnt++) {
+			struct fabnet_cts_entry e[FABNET_MAX_RECVS];
+			struct fabnet_cts_rail r[FABNET_MAX_RECVS][FABNET_MAX_RAILS - 1];
+			uint8_t buf[FABNET_MSG_MAX_CONTROL];
+			struct fabnet_msg m;
+			size_t n;
+			int same = 1;
+
+			for (int i = 0; i < cnt; i++) {
+				e[i] = (struct fabnet_cts_entry){0x1000u * (i + 1), 7u + i, 4096u + i, i,
+								 (uint32_t)(i & 1)};
+				for (int k = 0; k < FABNET_MAX_RAILS - 1; k++)
+					r[i][k] = (struct fabnet_cts_rail){0x100000u * (k + 2) + i,
+									   1000u * (k + 1) + i};
+			}
+			n = fabnet_msg_encode_cts_rails(buf, sizeof(buf), 3, 4, 5, cnt, e, nextra,
+							(const struct fabnet_cts_rail(*)[FABNET_MAX_RAILS - 1])r);
+			UNIT_LOOP_CHECK(&loop, n == FABNET_MSG_HDR_SIZE + FABNET_CTS_FIXED +
+						  (size_t)cnt * (FABNET_CTS_ENTRY_SIZE +
+								 (size_t)nextra * FABNET_CTS_RAIL_SIZE),
+					"%u extra rails, %u entries: %zu bytes", nextra, cnt, n);
+			if (!n || fabnet_msg_decode(buf, n, &m) != NULL) {
+				UNIT_LOOP_CHECK(&loop, 0, "%u extra rails, %u entries: not decoded",
+						nextra, cnt);
+				continue;
+			}
+			same = m.u.cts.n == cnt && m.u.cts.nextra == nextra;
+			for (int i = 0; same && i < cnt; i++) {
+				same = m.u.cts.e[i].addr == e[i].addr && m.u.cts.e[i].key == e[i].key &&
+				       m.u.cts.e[i].size == e[i].size && m.u.cts.e[i].tag == e[i].tag;
+				for (int k = 0; same && k < nextra; k++)
+					same = m.u.cts.rail[i][k].addr == r[i][k].addr &&
+					       m.u.cts.rail[i][k].key == r[i][k].key;
+			}
+			UNIT_LOOP_CHECK(&loop, same, "%u extra rails, %u entries: fields differ",
+					nextra, cnt);
+			/* one byte short or long is a different message */
+			UNIT_LOOP_CHECK(&loop, fabnet_msg_decode(buf, n - 1, &m) != NULL,
+					"%u extra rails, %u entries: truncated accepted", nextra, cnt);
+		}
+	}
+	UNIT_LOOP_ASSERT_ALL_PASSED(&loop);
+}
+
+static void cts_naming_too_many_rails_is_rejected(void)
+{
+	struct fabnet_cts_entry e = {0x1000, 1, 64, 0, 0};
+	uint8_t buf[FABNET_MSG_MAX_CONTROL + 256];
+	struct fabnet_msg m;
+	size_t n = fabnet_msg_encode_cts(buf, sizeof(buf), 1, 2, 3, 1, &e);
+
+	CU_ASSERT_FATAL(n != 0);
+	/* claim FABNET_MAX_RAILS extra rails and supply their bytes */
+	buf[M_CTS_RESERVED] = FABNET_MAX_RAILS;
+	memset(buf + n, 0x11, (size_t)FABNET_MAX_RAILS * FABNET_CTS_RAIL_SIZE);
+	CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, n + (size_t)FABNET_MAX_RAILS * FABNET_CTS_RAIL_SIZE, &m));
+	CU_ASSERT_EQUAL(fabnet_msg_encode_cts_rails(buf, sizeof(buf), 1, 2, 3, 1, &e,
+						    FABNET_MAX_RAILS, NULL), 0);
+}
+
+static void cts_extra_rail_wrapping_the_address_space_is_rejected(void)
+{
+	struct fabnet_cts_entry e = {0x1000, 1, 64, 0, 0};
+	struct fabnet_cts_rail r[1][FABNET_MAX_RAILS - 1] = {{{UINT64_MAX - 8, 5}}};
+	uint8_t buf[FABNET_MSG_MAX_CONTROL];
+	struct fabnet_msg m;
+	size_t n = fabnet_msg_encode_cts_rails(buf, sizeof(buf), 1, 2, 3, 1, &e, 1,
+					       (const struct fabnet_cts_rail(*)[FABNET_MAX_RAILS - 1])r);
+
+	CU_ASSERT_FATAL(n != 0);
+	CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, n, &m));
+}
+
+static void ack_with_rail_addresses_round_trips(void)
+{
+	uint8_t addrs[(FABNET_MAX_RAILS - 1) * 32], buf[512];
+	struct fabnet_msg m;
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(addrs); i++)
+		addrs[i] = (uint8_t)(i * 7 + 1);
+	n = fabnet_msg_encode_ack_rails(buf, sizeof(buf), 9, 10, 0x1234, &sample_proc,
+					FABNET_MAX_RAILS - 1, 32, addrs);
+	CU_ASSERT_EQUAL_FATAL(n, FABNET_MSG_HDR_SIZE + 24 + (size_t)(FABNET_MAX_RAILS - 1) * 32);
+	CU_ASSERT_PTR_NULL_FATAL(fabnet_msg_decode(buf, n, &m));
+	CU_ASSERT_EQUAL(m.u.ack.nonce, 0x1234);
+	CU_ASSERT_EQUAL(m.u.ack.proc.pid, sample_proc.pid);
+	CU_ASSERT_EQUAL(m.u.ack.nextra, FABNET_MAX_RAILS - 1);
+	CU_ASSERT_EQUAL(m.u.ack.addrlen, 32);
+	CU_ASSERT_EQUAL(memcmp(m.u.ack.addrs, addrs, (size_t)(FABNET_MAX_RAILS - 1) * 32), 0);
+	/* truncated, or a count the bytes do not back */
+	CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, n - 1, &m));
+	buf[FABNET_MSG_HDR_SIZE + 12] = FABNET_MAX_RAILS; /* nextra */
+	CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, n, &m));
+	/* a single-rail ACK is the original format, and names no address */
+	n = fabnet_msg_encode_ack(buf, sizeof(buf), 9, 10, 1, &sample_proc);
+	CU_ASSERT_PTR_NULL_FATAL(fabnet_msg_decode(buf, n, &m));
+	CU_ASSERT_EQUAL(m.u.ack.nextra, 0);
+	CU_ASSERT_PTR_NULL(m.u.ack.addrs);
+	/* an address length without addresses is malformed */
+	buf[FABNET_MSG_HDR_SIZE + 13] = 16;
+	CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, n, &m));
+}
+
 void register_wire_tests(void)
 {
 	CU_pSuite s = CU_add_suite("wire", NULL, NULL);
@@ -1099,6 +1217,10 @@ void register_wire_tests(void)
 	UNIT_ADD(s, cts_with_9_receives_is_rejected);
 	UNIT_ADD(s, cts_forgery_helper_builds_valid_messages);
 	UNIT_ADD(s, cts_with_reserved_bytes_set_is_rejected);
+	UNIT_ADD(s, cts_with_extra_rails_round_trips);
+	UNIT_ADD(s, cts_naming_too_many_rails_is_rejected);
+	UNIT_ADD(s, cts_extra_rail_wrapping_the_address_space_is_rejected);
+	UNIT_ADD(s, ack_with_rail_addresses_round_trips);
 	UNIT_ADD(s, cts_entry_with_unknown_flags_is_rejected);
 	UNIT_ADD(s, cts_entry_wrapping_around_the_address_space_is_rejected);
 	UNIT_ADD(s, cts_entry_near_the_top_of_the_address_space_is_accepted);

@@ -19,6 +19,7 @@ void register_match_tests(void);
 void register_regcache_tests(void);
 void register_keypool_tests(void);
 void register_topo_tests(void);
+void register_rails_tests(void);
 
 /* Registers a test under its function name, so the report reads like a list
  * of behaviours. Registry errors are checked once, in main(). */
