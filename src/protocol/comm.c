@@ -227,8 +227,10 @@ static void comm_free(struct fabnet_comm *c)
 		free(c->u.listen.pending);
 	else
 		fabnet_pool_fini(&c->reqs);
-	if (c->kind == FABNET_SEND)
+	if (c->kind == FABNET_SEND) {
+		free(c->u.send.cts);
 		free(c->u.send.cts_rails);
+	}
 	c->magic = 0;
 	free(c);
 }
@@ -307,11 +309,21 @@ static struct fabnet_comm *comm_new(struct fabnet_dev *dev, uint8_t kind)
 		free(c);
 		return NULL;
 	}
+	/* Requests: a few now, up to NCCL's 32 as the comm needs them. */
 	if (kind != FABNET_LISTEN &&
-	    fabnet_pool_init(&c->reqs, sizeof(struct fabnet_req), FABNET_NREQS, NULL)) {
+	    fabnet_pool_init_growing(&c->reqs, sizeof(struct fabnet_req), FABNET_NREQS, 4)) {
 		free_id(PD(dev), c->id);
 		free(c);
 		return NULL;
+	}
+	if (kind == FABNET_SEND) {
+		c->u.send.cts = calloc(FABNET_NSLOTS, sizeof(*c->u.send.cts));
+		if (!c->u.send.cts) {
+			fabnet_pool_fini(&c->reqs);
+			free_id(PD(dev), c->id);
+			free(c);
+			return NULL;
+		}
 	}
 	c->nrails = 1;
 	if (kind == FABNET_RECV && dev->nrails > 1)
@@ -323,6 +335,7 @@ static struct fabnet_comm *comm_new(struct fabnet_dev *dev, uint8_t kind)
 						     c->u.send.cts_rails_max,
 					     sizeof(*c->u.send.cts_rails));
 		if (!c->u.send.cts_rails) {
+			free(c->u.send.cts);
 			fabnet_pool_fini(&c->reqs);
 			free_id(PD(dev), c->id);
 			free(c);

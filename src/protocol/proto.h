@@ -163,7 +163,7 @@ struct fabnet_comm {
 			unsigned npending, cap;
 		} listen;
 		struct {        /* FABNET_SEND */
-			struct fabnet_cts_slot cts[FABNET_NSLOTS];
+			struct fabnet_cts_slot *cts; /* FABNET_NSLOTS, only send comms need them */
 			/* (addr, key) on the receiver's extra rails, per slot and entry:
 			 * [slot][entry][rail - 1], allocated only on multi-rail devices */
 			struct fabnet_cts_rail *cts_rails;

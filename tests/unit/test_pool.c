@@ -320,6 +320,78 @@ static void random_gets_and_puts_match_a_reference_model(void)
 	fabnet_pool_fini(&p);
 }
 
+
+/* ---- growing pools -------------------------------------------------------- */
+static void a_growing_pool_allocates_only_its_first_items(void)
+{
+	struct fabnet_pool p;
+
+	CU_ASSERT_EQUAL_FATAL(fabnet_pool_init_growing(&p, 100, 32, 4), 0);
+	CU_ASSERT_EQUAL(p.allocated, 4);
+	CU_ASSERT_EQUAL(p.nfree, 4);
+	CU_ASSERT_PTR_NULL(fabnet_pool_at(&p, 4));
+	fabnet_pool_fini(&p);
+	CU_ASSERT_EQUAL(fabnet_pool_init_growing(&p, 100, 32, 0), -1);
+	CU_ASSERT_EQUAL(fabnet_pool_init_growing(&p, 100, 4, 5), -1);
+}
+
+static void a_growing_pool_grows_to_capacity_and_items_never_move(void)
+{
+	struct fabnet_pool p;
+	void *items[37];
+	char saw[37];
+
+	CU_ASSERT_EQUAL_FATAL(fabnet_pool_init_growing(&p, 24, 37, 3), 0);
+	for (int i = 0; i < 37; i++) {
+		items[i] = fabnet_pool_get(&p);
+		CU_ASSERT_PTR_NOT_NULL_FATAL(items[i]);
+		memset(items[i], i + 1, 24); /* an item moved or overlapped would show below */
+	}
+	CU_ASSERT_PTR_NULL(fabnet_pool_get(&p));
+	CU_ASSERT_EQUAL(p.allocated, 37);
+	CU_ASSERT(p.nseg <= FABNET_POOL_MAX_SEGS);
+	memset(saw, 0, sizeof(saw));
+	for (int i = 0; i < 37; i++) {
+		int64_t idx = fabnet_pool_index(&p, items[i]);
+		CU_ASSERT_FATAL(idx >= 0 && idx < 37);
+		CU_ASSERT_EQUAL(saw[idx], 0);
+		saw[idx] = 1;
+		CU_ASSERT_PTR_EQUAL(fabnet_pool_at(&p, (uint32_t)idx), items[i]);
+		for (int b = 0; b < 24; b++)
+			if (((unsigned char *)items[i])[b] != i + 1) {
+				CU_FAIL("an item's bytes changed");
+				break;
+			}
+	}
+	/* indices come out in order: segment by segment, lowest first */
+	for (int i = 0; i < 37; i++)
+		CU_ASSERT_EQUAL(fabnet_pool_index(&p, items[i]), i);
+	fabnet_pool_fini(&p);
+}
+
+static void a_growing_pool_reuses_before_growing_and_checks_puts(void)
+{
+	struct fabnet_pool p;
+	void *a, *b, *c;
+
+	CU_ASSERT_EQUAL_FATAL(fabnet_pool_init_growing(&p, 16, 32, 2), 0);
+	a = fabnet_pool_get(&p);
+	b = fabnet_pool_get(&p);
+	CU_ASSERT_EQUAL(fabnet_pool_put(&p, a), 0);
+	c = fabnet_pool_get(&p);
+	CU_ASSERT_PTR_EQUAL(c, a); /* the freed item, not a new segment */
+	CU_ASSERT_EQUAL(p.allocated, 2);
+	c = fabnet_pool_get(&p);    /* now it grows */
+	CU_ASSERT_PTR_NOT_NULL(c);
+	CU_ASSERT_EQUAL(p.allocated, 4);
+	CU_ASSERT_EQUAL(fabnet_pool_put(&p, c), 0);
+	CU_ASSERT_EQUAL(fabnet_pool_put(&p, c), -1);            /* double put */
+	CU_ASSERT_EQUAL(fabnet_pool_put(&p, (char *)c + 1), -1); /* misaligned */
+	CU_ASSERT_EQUAL(fabnet_pool_put(&p, b), 0);
+	CU_ASSERT_EQUAL(fabnet_pool_used(&p), 1);
+	fabnet_pool_fini(&p);
+}
+
 void register_pool_tests(void)
 {
 	CU_pSuite s = CU_add_suite("pool", NULL, NULL);
@@ -341,5 +413,8 @@ void register_pool_tests(void)
 	UNIT_ADD(s, index_of_a_pointer_outside_the_pool_is_minus_1);
 	UNIT_ADD(s, caller_storage_is_used_for_the_items);
 	UNIT_ADD(s, fini_leaves_caller_storage_alone);
+	UNIT_ADD(s, a_growing_pool_allocates_only_its_first_items);
+	UNIT_ADD(s, a_growing_pool_grows_to_capacity_and_items_never_move);
+	UNIT_ADD(s, a_growing_pool_reuses_before_growing_and_checks_puts);
 	UNIT_ADD(s, random_gets_and_puts_match_a_reference_model);
 }
