@@ -121,6 +121,14 @@ static int config_rows(const struct fabnet_config *c, struct cfg_row *rows)
 	return n;
 }
 
+/* How a peer addresses a dma-buf region here (the probe found it out). */
+static const char *dmabuf_raddr(const struct fabnet_dev *d)
+{
+	if (d->virt_addr)
+		return "virtual";
+	return d->dmabuf_raddr_word ? "fd_word" : "offset";
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: fabnet-info [--json]\n"
@@ -184,6 +192,11 @@ int main(int argc, char **argv)
 			printf("     \"ptr_support\": {\"HOST\": true, \"CUDA\": %s, \"DMABUF\": %s},\n",
 			       d->ptr_support & NCCL_PTR_CUDA ? "true" : "false",
 			       d->ptr_support & NCCL_PTR_DMABUF ? "true" : "false");
+			printf("     \"dmabuf_raddr\": ");
+			if (d->ptr_support & NCCL_PTR_DMABUF)
+				printf("\"%s\",\n", dmabuf_raddr(d));
+			else
+				printf("null,\n");
 			printf("     \"not_advertised\": {");
 			int first = 1;
 			if (!(d->ptr_support & NCCL_PTR_CUDA)) {
@@ -231,6 +244,14 @@ int main(int argc, char **argv)
 				printf("    no CUDA:    %s\n", d->why_no_cuda);
 			if (!(d->ptr_support & NCCL_PTR_DMABUF))
 				printf("    no DMABUF:  %s\n", d->why_no_dmabuf);
+			else
+				printf("    DMABUF:     remote addresses are %s\n",
+				       !strcmp(dmabuf_raddr(d), "fd_word")
+					       ? "offsets from the fd word of struct fi_mr_dmabuf "
+						 "(libfabric's utility MR map)"
+					       : !strcmp(dmabuf_raddr(d), "virtual")
+						 ? "virtual (FI_MR_VIRT_ADDR)"
+						 : "offsets from the region's first byte");
 		}
 		printf("\nconfiguration:\n");
 		for (int i = 0; i < nrows; i++)

@@ -140,10 +140,10 @@ int fabnet_config_parse(struct fabnet_config *cfg, fabnet_getenv_fn lookup, char
 	cfg->writes_in_flight = DEFAULT_WRITES_IN_FLIGHT;
 	cfg->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
 	cfg->link_speed_mbps = DEFAULT_LINK_SPEED_MBPS;
-	/* Off until a provider here carries dma-buf regions between processes:
-	 * libfabric 2.1's tcp refuses RMA to them and shm fails across processes
-	 * (see docs/memory.md). FABNET_DMABUF=1 opts in; the probe still checks. */
-	cfg->dmabuf = 0;
+	/* On: the probe still decides per provider, with a real dma-buf
+	 * registration and an RMA read of it (see docs/memory.md).
+	 * FABNET_DMABUF=0 opts out. */
+	cfg->dmabuf = 1;
 	cfg->hmem = 1;
 	cfg->peer_timeout_ms = DEFAULT_PEER_TIMEOUT_MS;
 	cfg->gdr_flush = FABNET_FLUSH_READ;

@@ -9,7 +9,9 @@
  */
 #include <config.h>
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -66,51 +68,102 @@ static void probe_cuda(struct fabnet_dev *dev)
 }
 
 #if HAVE_DECL_FI_MR_DMABUF && HAVE_STRUCT_FI_MR_ATTR_DMABUF
+/* On the heap: a read still owned by the provider when we give up must not
+ * complete into a dead stack frame, so it is then leaked on purpose. */
+struct probe_read {
+	struct fabnet_op op;
+	int state; /* 0: in flight, 1: done, -1: failed */
+	uint8_t sink[64];
+};
+
 static void probe_read_done(struct fabnet_op *op, int err, const struct fi_cq_data_entry *e)
 {
-	*(int *)op->owner = err ? -1 : 1;
+	((struct probe_read *)op->owner)->state = err ? -1 : 1;
 }
 
-/* A loopback fi_read of 64 bytes from the region, checked byte for byte. */
-static int rma_reaches(struct fabnet_dev *dev, struct fabnet_mr *mr, uint8_t *region)
+/* A loopback fi_read of 64 bytes from the region, checked byte for byte. A
+ * fresh pattern each time, so bytes of an earlier attempt cannot pass. */
+static int rma_reaches(struct fabnet_dev *dev, struct fabnet_mr *mr, uint8_t *region,
+		       uint8_t salt)
 {
-	uint8_t sink[64];
+	struct probe_read *r;
 	struct fabnet_mr *sink_mr = NULL;
-	struct fabnet_op op;
 	struct timespec start, now;
 	fi_addr_t self;
-	int state = 0;
+	int ok;
 
 	for (int i = 0; i < 64; i++)
-		region[i] = (uint8_t)(i * 37 + 11);
-	memset(sink, 0, sizeof(sink));
+		region[i] = (uint8_t)(i * 37 + 11 + salt * 101);
 	if (fabnet_dev_peer(dev, dev->addr, dev->addrlen, &self))
 		return 0;
-	if (dev->local_mr &&
-	    fabnet_mr_reg_quiet(dev, sink, sizeof(sink), NCCL_PTR_HOST, -1, 0, &sink_mr))
+	r = calloc(1, sizeof(*r));
+	if (!r)
 		return 0;
-	memset(&op, 0, sizeof(op));
-	op.kind = FABNET_OP_READ;
-	op.cb = probe_read_done;
-	op.owner = &state;
-	op.buf = sink;
-	op.len = sizeof(sink);
-	op.desc = sink_mr ? sink_mr->desc : NULL;
-	op.peer = self;
-	op.raddr = fabnet_mr_remote_addr(mr, region);
-	op.rkey = mr->key;
-	if (fabnet_dev_post(dev, &op) == 0) {
+	if (dev->local_mr &&
+	    fabnet_mr_reg_quiet(dev, r->sink, sizeof(r->sink), NCCL_PTR_HOST, -1, 0, &sink_mr)) {
+		free(r);
+		return 0;
+	}
+	r->op.kind = FABNET_OP_READ;
+	r->op.best_effort = 1; /* a refused address is an answer, not an error */
+	r->op.cb = probe_read_done;
+	r->op.owner = r;
+	r->op.buf = r->sink;
+	r->op.len = sizeof(r->sink);
+	r->op.desc = sink_mr ? sink_mr->desc : NULL;
+	r->op.peer = self;
+	r->op.raddr = fabnet_mr_remote_addr(mr, region);
+	r->op.rkey = mr->key;
+	if (fabnet_dev_post(dev, &r->op) == 0) {
 		clock_gettime(CLOCK_MONOTONIC, &start);
 		do {
 			fabnet_dev_progress(dev);
 			clock_gettime(CLOCK_MONOTONIC, &now);
-		} while (!state && (now.tv_sec - start.tv_sec) < 2);
-		if (!state)
-			fabnet_dev_unqueue(dev, &op);
+		} while (!r->state && (now.tv_sec - start.tv_sec) < 2);
+		if (!r->state)
+			fabnet_dev_unqueue(dev, &r->op);
+	}
+	ok = r->state == 1 && !memcmp(r->sink, region, sizeof(r->sink));
+	if (r->op.posted) {
+		FN_INFO(NCCL_INIT | NCCL_NET, "fabnet: %s: the dma-buf probe read did not complete "
+			"in 2 s; its 64-byte buffer stays with the provider", dev->name);
+		return 0;
 	}
 	if (sink_mr)
 		fabnet_mr_dereg(sink_mr);
-	return state == 1 && !memcmp(sink, region, sizeof(sink));
+	free(r);
+	return ok;
+}
+
+/* Which address reaches a dma-buf region. Under FI_MR_VIRT_ADDR it is the
+ * virtual address. Otherwise it is, as documented, the offset from the first
+ * registered byte; but libfabric's utility MR map (tcp, sockets, rxd, ...)
+ * in 1.20 to 2.1 counts it from the first word of struct fi_mr_dmabuf (see
+ * mr.c). Try the likely origin for the running version first: a wrong guess
+ * fails the read, and tcp then reconnects, but rxd keeps retrying it and
+ * blocks the second attempt. Sets dev->dmabuf_raddr_word; 1 when a read of
+ * the region returned its bytes. */
+static int dmabuf_reaches(struct fabnet_dev *dev, struct fabnet_mr *mr, uint8_t *region)
+{
+	uint32_t v = fi_version();
+	int word_first = FI_VERSION_GE(v, FI_VERSION(1, 20)) && FI_VERSION_LT(v, FI_VERSION(2, 2));
+
+	for (int i = 0; i < 2; i++) {
+		int word = i == 0 ? word_first : !word_first;
+		if (word && dev->virt_addr)
+			continue;
+		dev->dmabuf_raddr_word = word;
+		if (rma_reaches(dev, mr, region, (uint8_t)(i + 1))) {
+			if (word)
+				FN_INFO(NCCL_INIT | NCCL_NET, "fabnet: %s: provider %s counts dma-buf "
+					"offsets from the fd word of struct fi_mr_dmabuf (libfabric %u.%u "
+					"utility MR map); remote addresses follow it", dev->name,
+					dev->prov_name, FI_MAJOR(v), FI_MINOR(v));
+			return 1;
+		}
+	}
+	dev->dmabuf_raddr_word = 0;
+	return 0;
 }
 #endif
 
@@ -127,27 +180,30 @@ static void probe_dmabuf(struct fabnet_dev *dev)
 
 	if (!fabnet_config()->dmabuf) {
 		snprintf(dev->why_no_dmabuf, sizeof(dev->why_no_dmabuf),
-			 "off unless FABNET_DMABUF=1 (not yet proven across processes here)");
+			 "disabled by FABNET_DMABUF=0");
 		return;
 	}
 	fd = memfd_create("fabnet-dmabuf-probe", MFD_CLOEXEC);
 	if (fd < 0 || ftruncate(fd, PROBE_BYTES)) {
 		snprintf(dev->why_no_dmabuf, sizeof(dev->why_no_dmabuf),
-			 "could not create a memfd for the probe");
+			 "could not create a memfd for the probe: %s", strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return;
 	}
 	p = mmap(NULL, PROBE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED) {
-		snprintf(dev->why_no_dmabuf, sizeof(dev->why_no_dmabuf), "mmap of the probe failed");
+		snprintf(dev->why_no_dmabuf, sizeof(dev->why_no_dmabuf),
+			 "mmap of the probe memfd failed: %s", strerror(errno));
 		close(fd);
 		return;
 	}
 	rc = fabnet_mr_reg_quiet(dev, p, PROBE_BYTES, NCCL_PTR_HOST, fd, 0, &mr);
+	close(fd); /* as NCCL does: the registration must not need the fd */
 	if (rc == 0) {
-		/* Accepting the registration is not enough: RMA must reach it. */
-		int ok = rma_reaches(dev, mr, p);
+		/* Accepting the registration is not enough: RMA must reach it,
+		 * at the address a peer would use. */
+		int ok = dmabuf_reaches(dev, mr, p);
 		fabnet_mr_dereg(mr);
 		if (ok)
 			dev->ptr_support |= NCCL_PTR_DMABUF;
@@ -161,7 +217,6 @@ static void probe_dmabuf(struct fabnet_dev *dev)
 			 fi_strerror(-rc));
 	}
 	munmap(p, PROBE_BYTES);
-	close(fd);
 #endif
 }
 

@@ -59,12 +59,25 @@ static int mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int d
 #endif
 	if (dmabuf_fd >= 0) {
 #if HAVE_DECL_FI_MR_DMABUF && HAVE_STRUCT_FI_MR_ATTR_DMABUF
+		memset(&dmabuf, 0, sizeof(dmabuf)); /* padding too: see dmabuf_word */
 		dmabuf.fd = dmabuf_fd;
 		dmabuf.offset = dmabuf_offset;
 		dmabuf.len = len;
 		dmabuf.base_addr = (char *)buf - dmabuf_offset; /* start of the mapping */
 		attr.dmabuf = &dmabuf;
 		flags |= FI_MR_DMABUF;
+		/* libfabric 1.20 to 2.1 (at least): without FI_MR_VIRT_ADDR, the
+		 * utility providers' MR map (tcp, sockets, rxd, ...) takes the
+		 * region's address 0 from attr->mr_iov[0].iov_base, which for a
+		 * dma-buf is the first word of struct fi_mr_dmabuf (the fd and
+		 * padding), not base_addr + offset. Remember that word: the probe
+		 * finds out which origin the provider really uses. */
+		{
+			uintptr_t word;
+			memcpy(&word, &dmabuf, sizeof(word));
+			m->dmabuf_word = word;
+		}
+		m->dmabuf = 1;
 #else
 		fabnet_mr_dereg(m);
 		return -FI_ENOSYS;
@@ -195,7 +208,13 @@ int fabnet_mr_reg_quiet(struct fabnet_dev *dev, void *buf, size_t len, int type,
 
 uint64_t fabnet_mr_remote_addr(const struct fabnet_mr *m, const void *ptr)
 {
-	return m->dev->virt_addr ? (uint64_t)(uintptr_t)ptr : (uint64_t)((uintptr_t)ptr - m->base);
+	if (m->dev->virt_addr)
+		return (uint64_t)(uintptr_t)ptr;
+	/* The provider adds the origin back and checks the result against
+	 * [base, base + len): unsigned wrap-around is intended. */
+	if (m->dmabuf && m->dev->dmabuf_raddr_word)
+		return (uint64_t)(uintptr_t)ptr - m->dmabuf_word;
+	return (uint64_t)((uintptr_t)ptr - m->base);
 }
 
 int fabnet_mr_covers(const struct fabnet_mr *m, const void *ptr, size_t len)

@@ -20,6 +20,8 @@ struct fabnet_mr {
 	uint64_t key;      /* what the peer needs to write here */
 	uintptr_t base;
 	size_t len;
+	int dmabuf;        /* registered with FI_MR_DMABUF */
+	uint64_t dmabuf_word; /* the first word of its struct fi_mr_dmabuf */
 	uint64_t own_key;  /* from dev->keys, 0 when the provider chose the key */
 	struct fabnet_regcache_entry *entry; /* NULL: not shared through the cache */
 };
@@ -48,7 +50,9 @@ int fabnet_mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int d
 int fabnet_mr_reg_quiet(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,
 			uint64_t dmabuf_offset, struct fabnet_mr **out);
 void fabnet_mr_dereg(struct fabnet_mr *mr);
-/* The address a peer puts in its write to reach ptr: virtual or offset. */
+/* The address a peer puts in its write to reach ptr: virtual, or an offset
+ * from where the provider placed the region's address 0 (for a dma-buf region
+ * on some libfabric versions not its first byte: see mr.c). */
 uint64_t fabnet_mr_remote_addr(const struct fabnet_mr *mr, const void *ptr);
 /* True when [ptr, ptr+len) lies inside the registration. */
 int fabnet_mr_covers(const struct fabnet_mr *mr, const void *ptr, size_t len);

@@ -473,7 +473,8 @@ static int fc_mr_register(struct fc_domain *dom, const struct fi_mr_attr *attr, 
 	struct iovec span;
 
 	if ((flags & FI_MR_DMABUF) && attr->dmabuf) {
-		span.iov_base = attr->dmabuf->base_addr;
+		/* the region starts offset bytes into the mapping at base_addr */
+		span.iov_base = (char *)attr->dmabuf->base_addr + attr->dmabuf->offset;
 		span.iov_len = attr->dmabuf->len;
 		iov = &span;
 		niov = 1;

@@ -59,6 +59,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <rdma/fabric.h>
+#include <rdma/fi_domain.h>
+
 #include "../../tools/ctl.h"
 #include "../../tools/plugin_loader.h"
 
@@ -1898,20 +1901,39 @@ static int scen_dmabuf(struct ft *ft)
 	struct msg all[4];
 	int rc = -1, saved_timeout = 0;
 
+	/* fabnet-ft is built with the headers the plugin was built with */
+#ifdef FI_MR_DMABUF
+	const int built_dmabuf = 1;
+#else
+	const int built_dmabuf = 0;
+#endif
+	/* tcp and shm import a memfd dma-buf under libfabric 1.20+ (proven on
+	 * 2.1): there the dma-buf path must be the one used, not the fallback */
+	int must = built_dmabuf && v >= ((1u << 16) | 20) && !disabled && prov &&
+		   (!strcmp(prov, "tcp") || !strcmp(prov, "shm"));
+
 	if (ft->rank == 0) {
 		char ver[32];
 		if (v)
 			snprintf(ver, sizeof(ver), "%u.%u", maj, min);
 		else
 			snprintf(ver, sizeof(ver), "unknown");
-		printf("# dmabuf: %s (libfabric %s, provider %s, ptrSupport 0x%x)\n",
-		       advertised ? "advertised" : "not advertised (fallback)", ver,
-		       prov ? prov : "(automatic)", (unsigned)ft->props.ptrSupport);
-		if (!advertised && v >= ((1u << 16) | 20) && !disabled && prov &&
-		    (!strcmp(prov, "tcp") || !strcmp(prov, "shm")))
-			printf("# dmabuf: note: libfabric %s with %s does not advertise NCCL_PTR_DMABUF "
-			       "(run with FABNET_DEBUG=INFO for the reason)\n", ver, prov);
+		printf("# dmabuf: %s (libfabric %s, built %d.%d, provider %s, ptrSupport 0x%x)\n",
+		       advertised ? "advertised: regMrDmaBuf registers with FI_MR_DMABUF"
+				  : "not advertised: regMrDmaBuf registers by address (fallback)",
+		       ver, FI_MAJOR_VERSION, FI_MINOR_VERSION, prov ? prov : "(automatic)",
+		       (unsigned)ft->props.ptrSupport);
 	}
+	if (must && !advertised)
+		return fail(ft, "libfabric %u.%u (built %d.%d) with provider %s does not advertise "
+			    "NCCL_PTR_DMABUF (ptrSupport 0x%x), so regMrDmaBuf would fall back to "
+			    "registering by address; run fabnet-info for the reason",
+			    maj, min, FI_MAJOR_VERSION, FI_MINOR_VERSION, prov,
+			    (unsigned)ft->props.ptrSupport);
+	if (advertised && !built_dmabuf)
+		return fail(ft, "getProperties advertises NCCL_PTR_DMABUF (ptrSupport 0x%x) but the "
+			    "plugin was built against libfabric %d.%d, which has no FI_MR_DMABUF",
+			    (unsigned)ft->props.ptrSupport, FI_MAJOR_VERSION, FI_MINOR_VERSION);
 	if (advertised && v && v < ((1u << 16) | 20))
 		return fail(ft, "getProperties advertises NCCL_PTR_DMABUF (ptrSupport 0x%x) under "
 			    "libfabric %u.%u, which has no FI_MR_DMABUF (1.20+)",

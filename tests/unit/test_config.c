@@ -627,15 +627,15 @@ static void too_long_iface_list_is_rejected(void)
 }
 
 /* ---- memory settings ------------------------------------------------------- */
-static void dmabuf_defaults_off_hmem_on_and_both_take_bools(void)
+static void dmabuf_and_hmem_default_on_and_both_take_bools(void)
 {
 	CU_ASSERT_EQUAL_FATAL(parse(), 0);
-	CU_ASSERT_EQUAL(cfg.dmabuf, 0);
+	CU_ASSERT_EQUAL(cfg.dmabuf, 1);
 	CU_ASSERT_EQUAL(cfg.hmem, 1);
-	env_set("FABNET_DMABUF", "on");
+	env_set("FABNET_DMABUF", "off");
 	env_set("FABNET_HMEM", "0");
 	CU_ASSERT_EQUAL_FATAL(parse(), 0);
-	CU_ASSERT_EQUAL(cfg.dmabuf, 1);
+	CU_ASSERT_EQUAL(cfg.dmabuf, 0);
 	CU_ASSERT_EQUAL(cfg.hmem, 0);
 	CU_ASSERT_EQUAL(cfg.src_dmabuf, FABNET_SRC_ENV);
 	CU_ASSERT_EQUAL(cfg.src_hmem, FABNET_SRC_ENV);
@@ -718,7 +718,7 @@ void register_config_tests(void)
 	UNIT_ADD(s, provider_name_may_use_the_whole_field);
 	UNIT_ADD(s, too_long_provider_is_rejected_naming_its_variable);
 	UNIT_ADD(s, too_long_iface_list_is_rejected);
-	UNIT_ADD(s, dmabuf_defaults_off_hmem_on_and_both_take_bools);
+	UNIT_ADD(s, dmabuf_and_hmem_default_on_and_both_take_bools);
 	UNIT_ADD(s, dmabuf_and_hmem_reject_non_bools_by_name);
 	UNIT_ADD(s, gdr_flush_defaults_to_read_and_takes_each_mode);
 	UNIT_ADD(s, gdr_flush_rejects_unknown_modes_by_name);
