@@ -20,6 +20,7 @@
 #include "transport/device.h"
 #include "transport/fabric.h"
 #include "transport/hmem.h"
+#include "transport/rails.h"
 
 struct bitname {
 	uint64_t bit;
@@ -86,7 +87,7 @@ static const char *src_name(enum fabnet_config_source s)
 
 struct cfg_row {
 	const char *name;
-	char value[300];
+	char value[520];
 	const char *source;
 };
 
@@ -117,6 +118,15 @@ static int config_rows(const struct fabnet_config *c, struct cfg_row *rows)
 	ROW("FABNET_HMEM", src_name(c->src_hmem), "%d", c->hmem);
 	ROW("FABNET_DMABUF", src_name(c->src_dmabuf), "%d", c->dmabuf);
 	ROW("FABNET_GDR_FLUSH", src_name(c->src_gdr_flush), "%s", flush_names[c->gdr_flush & 3]);
+	ROW("FABNET_RAILS", src_name(c->src_rails), "%u", c->rails);
+	ROW("FABNET_RAIL_GROUPS", src_name(c->src_rail_groups), "%s",
+	    c->rail_groups[0] ? c->rail_groups : "(from the topology)");
+	ROW("FABNET_TOPO_FILE", src_name(c->src_topo_file), "%s",
+	    c->topo_file[0] ? c->topo_file : "(this machine)");
+	ROW("FABNET_MIN_STRIPE", src_name(c->src_min_stripe), "%zu", c->min_stripe);
+	ROW("FABNET_STRIPE_ALIGN", src_name(c->src_stripe_align), "%zu", c->stripe_align);
+	ROW("FABNET_CHUNK_SIZE", src_name(c->src_chunk_size), "%zu", c->chunk_size);
+	ROW("FABNET_RAIL_INFLIGHT", src_name(c->src_rail_inflight), "%zu", c->rail_inflight);
 #undef ROW
 	return n;
 }
@@ -139,8 +149,8 @@ static void usage(void)
 int main(int argc, char **argv)
 {
 	struct fabnet_dev *devs = NULL;
-	struct cfg_row rows[32];
-	int json = 0, ndev, usable = 0, nrows;
+	struct cfg_row rows[40];
+	int json = 0, ndev, usable = 0, nrows, ngroups = 0, *primaries = NULL;
 
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
@@ -160,6 +170,10 @@ int main(int argc, char **argv)
 		usable += devs[i].opened;
 	}
 	nrows = config_rows(fabnet_config(), rows);
+	/* What NCCL sees: one device per rail group (transport/rails.c). */
+	primaries = calloc((size_t)(ndev ? ndev : 1), sizeof(int));
+	if (primaries && ndev)
+		ngroups = fabnet_rails_plan(devs, ndev, fabnet_config(), primaries);
 
 	if (json) {
 		printf("{\n  \"libfabric_built\": ");
@@ -210,6 +224,17 @@ int main(int argc, char **argv)
 			}
 			printf("}}");
 		}
+		printf("\n  ],\n  \"nccl_devices\": [");
+		for (int g = 0; g < ngroups; g++) {
+			struct fabnet_dev *p = &devs[primaries[g]];
+			int speed = 0;
+			printf("%s\n    {\"index\": %d, \"rails\": [", g ? "," : "", g);
+			for (int k = 0; k < p->nrails; k++) {
+				printf("%s%d", k ? ", " : "", (int)(p->rails[k] - devs));
+				speed += p->rails[k]->speed_mbps;
+			}
+			printf("], \"speed_mbps\": %d}", speed);
+		}
 		printf("\n  ],\n  \"configuration\": [");
 		for (int i = 0; i < nrows; i++) {
 			printf("%s\n    {\"name\": \"%s\", \"value\": ", i ? "," : "", rows[i].name);
@@ -253,10 +278,22 @@ int main(int argc, char **argv)
 						 ? "virtual (FI_MR_VIRT_ADDR)"
 						 : "offsets from the region's first byte");
 		}
+		printf("\nNCCL devices (rail groups of the devices above):\n");
+		for (int g = 0; g < ngroups; g++) {
+			struct fabnet_dev *p = &devs[primaries[g]];
+			int speed = 0;
+			printf("  %d: ", g);
+			for (int k = 0; k < p->nrails; k++) {
+				printf("%s%s", k ? "+" : "", p->rails[k]->name);
+				speed += p->rails[k]->speed_mbps;
+			}
+			printf("  (%d rail%s, %d Mb/s)\n", p->nrails, p->nrails > 1 ? "s" : "", speed);
+		}
 		printf("\nconfiguration:\n");
 		for (int i = 0; i < nrows; i++)
 			printf("  %-26s %-16s (%s)\n", rows[i].name, rows[i].value, rows[i].source);
 	}
 	fabnet_fabric_free(devs, ndev);
+	free(primaries);
 	return usable > 0 ? 0 : 1;
 }

@@ -28,6 +28,7 @@ mode=${1:-check}
 plugin=${FABNET_PLUGIN:-$PWD/.libs/libnccl-net-fabnet.so}
 ft=${FABNET_FT:-$PWD/tests/functional/fabnet-ft}
 perf=${FABNET_PERF:-$PWD/fabnet-perf}
+info=${FABNET_INFO:-$PWD/fabnet-info}
 rate=${RAILS_RATE:-400mbit}
 reps=${RAILS_BENCH_REPS:-3}
 limit=${RAILS_TIMEOUT:-600}
@@ -134,6 +135,12 @@ rx_bytes() { # LINK-INDEX: bytes received by rank 0's end of that link
 if [ "$mode" = check ]; then
 	scen=${FABNET_FT_SCENARIO:-sizes,larger-recv,outstanding,grouped,many-comms,reuse,close,garbage-handle,abi,dmabuf,flush,threads}
 	failed=0
+	# fabnet-info shows what NCCL will see: the 4 links as one device
+	out=$(ip netns exec "$ns0" env FABNET_PROVIDER=tcp FABNET_IFACE="$(groups a 4)" \
+		FABNET_RAIL_GROUPS="$(groups a 4)" "$info" --json |
+		python3 -c 'import json, sys; d = json.load(sys.stdin)["nccl_devices"]; print(len(d), len(d[0]["rails"]))')
+	echo "rails: fabnet-info: NCCL devices and rails of the first: $out"
+	[ "$out" = "1 4" ] || { echo "rails: fabnet-info does not show one device of 4 rails"; failed=1; }
 	# NAME:RANK0 RAILS:RANK1 RAILS:SCENARIOS (rank 0 receives, rank 1 sends)
 	for spec in "4-rails:4:4:$scen" "3-rails:3:3:sizes,grouped" "4-to-2-rails:2:4:sizes,outstanding"; do
 		IFS=: read -r name ra rb sc <<<"$spec"
