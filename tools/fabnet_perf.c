@@ -1025,7 +1025,7 @@ static double heap_bytes(void)
 static void run_comms(struct perf *p)
 {
 	int n = p->ncomms, role = p->rank; /* 0: accepts (receives), 1: connects (sends) */
-	uint8_t mine[NCCL_NET_HANDLE_MAXSIZE], *all, *hs = NULL, *bufs = NULL;
+	uint8_t mine[NCCL_NET_HANDLE_MAXSIZE], *all, *hs = NULL, *bufs = NULL, *seen = NULL;
 	void *lcomm = NULL, **comms = NULL, **mhs = NULL, **reqs = NULL;
 	double rss0 = 0, heap0 = 0, t0, setup = 0, xfer = 0, closet = 0, rssd = 0, heapd = 0;
 	int bad = 0;
@@ -1039,8 +1039,9 @@ static void run_comms(struct perf *p)
 		mhs = calloc((size_t)n, sizeof(void *));
 		reqs = calloc((size_t)n, sizeof(void *));
 		hs = malloc((size_t)n * sizeof(mine));
+		seen = calloc((size_t)n, 1);
 		bufs = map_or_die((size_t)n * 64);
-		if (!comms || !mhs || !reqs || !hs)
+		if (!comms || !mhs || !reqs || !hs || !seen)
 			die("out of memory");
 		/* Rank 1 listens too, only so that both devices are open before the
 		 * baseline: the figure is per connection, not the endpoint's. */
@@ -1092,9 +1093,13 @@ static void run_comms(struct perf *p)
 		double deadline = now_us() + OP_TIMEOUT_MS * 1000.0;
 		for (int i = 0; i < n; i++) {
 			uint8_t *b = bufs + (size_t)i * 64;
-			if (role == 1)
+			if (role == 1) {
+				/* An accepted comm does not say which connect it answers: the
+				 * message names its connection, the rest is that one's pattern. */
+				uint64_t idx = (uint64_t)i;
 				pat_fill(b, 64, key_of(p, 64, 1, i));
-			else
+				memcpy(b, &idx, sizeof(idx));
+			} else
 				memset(b, 0x5a, 64);
 			CHECK(pl_reg_mr(&p->net, comms[i], b, 64, NCCL_PTR_HOST, &mhs[i]), "regMr");
 		}
@@ -1113,11 +1118,19 @@ static void run_comms(struct perf *p)
 					int d = 0, got[1] = {-1};
 					CHECK(pl_test(&p->net, reqs[i], &d, got), "test");
 					if (d) {
-						if (got[0] != 64 ||
-						    (role == 0 && pat_check(b, 64, key_of(p, 64, 1, i)) >= 0)) {
-							fprintf(stderr, "fabnet-perf: comms: the message on "
-								"connection %d is wrong (%d bytes)\n", i, got[0]);
+						uint64_t idx = UINT64_MAX;
+						memcpy(&idx, b, sizeof(idx));
+						if (got[0] != 64 || (role == 0 &&
+						    (idx >= (uint64_t)n || seen[idx] ||
+						     pat_check(b + 8, 56, key_of(p, 64, 1, (int)idx) + 1) >= 0))) {
+							if (bad < 5)
+								fprintf(stderr, "fabnet-perf: comms: the message on "
+									"accepted comm %d is wrong (%d bytes, "
+									"index %llu)\n", i, got[0],
+									(unsigned long long)idx);
 							bad++;
+						} else if (role == 0) {
+							seen[idx] = 1;
 						}
 						reqs[i] = (void *)1; /* done */
 						done++;
@@ -1182,6 +1195,7 @@ static void run_comms(struct perf *p)
 	free(mhs);
 	free(reqs);
 	free(hs);
+	free(seen);
 	free(all);
 }
 
@@ -1209,7 +1223,7 @@ static void write_csv(struct perf *p, const char *path)
 	fprintf(f, "mode,size,iters,window,ranks,time_us,algbw_GBps,busbw_GBps,wrong\n");
 	for (int i = 0; i < p->nrecs; i++) {
 		struct rec *r = &p->recs[i];
-		fprintf(f, "%s,%zu,%d,%d,%d,%.3f,%.4f,%.4f,%d\n", r->mode, r->size, r->iters,
+		fprintf(f, "%s,%zu,%d,%d,%d,%.3f,%.6g,%.6g,%d\n", r->mode, r->size, r->iters,
 			r->window, r->ranks, r->us, r->algbw, r->busbw, r->bad);
 	}
 	if (p->lat.n)
@@ -1245,7 +1259,7 @@ static void write_json(struct perf *p, const char *path, const char *plugin)
 	for (int i = 0; i < p->nrecs; i++) {
 		struct rec *r = &p->recs[i];
 		fprintf(f, "%s\n    {\"mode\": \"%s\", \"size\": %zu, \"iters\": %d, \"window\": %d, "
-			"\"ranks\": %d, \"time_us\": %.3f, \"algbw_GBps\": %.4f, \"busbw_GBps\": %.4f, "
+			"\"ranks\": %d, \"time_us\": %.3f, \"algbw_GBps\": %.6g, \"busbw_GBps\": %.6g, "
 			"\"wrong\": %d}", i ? "," : "", r->mode, r->size, r->iters, r->window, r->ranks,
 			r->us, r->algbw, r->busbw, r->bad);
 	}
