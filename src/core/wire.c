@@ -5,14 +5,27 @@
 #include "core/wire.h"
 
 /* ---- little-endian cursor ------------------------------------------------ */
-static void put8(uint8_t **p, uint8_t v) { *(*p)++ = v; }
-static void put16(uint8_t **p, uint16_t v) { put8(p, (uint8_t)v); put8(p, (uint8_t)(v >> 8)); }
-static void put32(uint8_t **p, uint32_t v) { put16(p, (uint16_t)v); put16(p, (uint16_t)(v >> 16)); }
-static void put64(uint8_t **p, uint64_t v) { put32(p, (uint32_t)v); put32(p, (uint32_t)(v >> 32)); }
-static uint8_t get8(const uint8_t **p) { return *(*p)++; }
-static uint16_t get16(const uint8_t **p) { uint16_t v = get8(p); return (uint16_t)(v | (uint16_t)get8(p) << 8); }
-static uint32_t get32(const uint8_t **p) { uint32_t v = get16(p); return v | (uint32_t)get16(p) << 16; }
-static uint64_t get64(const uint8_t **p) { uint64_t v = get32(p); return v | (uint64_t)get32(p) << 32; }
+/* memcpy of a fixed width compiles to one load or store (any alignment); on a
+ * little-endian host that is the wire order already. Byte by byte, these were
+ * out-of-line calls per byte: about a sixth of fabnet's own instructions per
+ * 8-byte message went into decoding (docs/performance.md). */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define LE16(v) __builtin_bswap16(v)
+#define LE32(v) __builtin_bswap32(v)
+#define LE64(v) __builtin_bswap64(v)
+#else
+#define LE16(v) (v)
+#define LE32(v) (v)
+#define LE64(v) (v)
+#endif
+static inline void put8(uint8_t **p, uint8_t v) { *(*p)++ = v; }
+static inline void put16(uint8_t **p, uint16_t v) { v = LE16(v); memcpy(*p, &v, 2); *p += 2; }
+static inline void put32(uint8_t **p, uint32_t v) { v = LE32(v); memcpy(*p, &v, 4); *p += 4; }
+static inline void put64(uint8_t **p, uint64_t v) { v = LE64(v); memcpy(*p, &v, 8); *p += 8; }
+static inline uint8_t get8(const uint8_t **p) { return *(*p)++; }
+static inline uint16_t get16(const uint8_t **p) { uint16_t v; memcpy(&v, *p, 2); *p += 2; return LE16(v); }
+static inline uint32_t get32(const uint8_t **p) { uint32_t v; memcpy(&v, *p, 4); *p += 4; return LE32(v); }
+static inline uint64_t get64(const uint8_t **p) { uint64_t v; memcpy(&v, *p, 8); *p += 8; return LE64(v); }
 
 uint32_t fabnet_fnv1a32(const void *buf, size_t len)
 {
