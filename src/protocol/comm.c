@@ -384,7 +384,7 @@ static int send_ctl(struct fabnet_comm *c, struct fabnet_op *op, void *buf, size
 	return fabnet_proto_post(c, op);
 }
 
-void fabnet_proto_check_peer(struct fabnet_comm *c)
+void fabnet_proto_check_peer_now(struct fabnet_comm *c)
 {
 	unsigned timeout = fabnet_config()->peer_timeout_ms;
 	unsigned interval = timeout / 4;

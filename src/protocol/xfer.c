@@ -336,7 +336,8 @@ ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t s
 	size_t len;
 
 	*out = NULL;
-	fabnet_dev_progress(dev);
+	if (!cts->valid || cts->seq != comm->seq)
+		fabnet_dev_progress(dev); /* the CTS may be in the completion queue */
 	res = comm_usable(comm, "isend");
 	if (res)
 		return res;
@@ -442,7 +443,6 @@ ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
 	size_t len;
 
 	*out = NULL;
-	fabnet_dev_progress(dev);
 	res = comm_usable(comm, "irecv");
 	if (res)
 		return res;
@@ -472,11 +472,16 @@ ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
 		e[i].tag = tags[i];
 		e[i].flags = !mr || mr->type == NCCL_PTR_HOST ? FABNET_CTS_EAGER_OK : 0;
 	}
-	if (comm->u.recv.slot[slot])
+	/* Progress only when short of something: it frees bounce buffers. */
+	if (comm->u.recv.slot[slot]) {
+		fabnet_dev_progress(dev);
 		return ncclSuccess; /* 32 receives in flight: retry later */
+	}
 	buf = fabnet_dev_txbuf_get(dev);
-	if (!buf)
+	if (!buf) {
+		fabnet_dev_progress(dev);
 		return ncclSuccess;
+	}
 	r = req_new(comm, FABNET_REQ_RECV);
 	if (!r) {
 		fabnet_dev_txbuf_put(dev, buf);

@@ -177,7 +177,7 @@ static void dispatch(struct fabnet_dev *dev, const struct fi_cq_data_entry *e)
 	op->cb(op, 0, e);
 }
 
-static int progress_one(struct fabnet_dev *dev)
+static inline __attribute__((always_inline)) int progress_one(struct fabnet_dev *dev)
 {
 	struct fi_cq_data_entry e[CQ_BATCH];
 

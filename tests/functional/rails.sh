@@ -11,10 +11,10 @@
 #                         a receiver that has 2 (the sender uses what both
 #                         have), every byte verified by fabnet-ft
 #   rails.sh bench        fabnet-perf at 16 MiB over 1, 2 and 4 rails of 4
-#                         links capped at RAILS_RATE (default 400mbit), each
-#                         run verified by fabnet-perf (warm-up and last
-#                         message); prints the bandwidths and the ratios to 1
-#                         rail (docs/performance.md)
+#                         links capped at RAILS_RATE (default 400mbit), every
+#                         message verified (--check all); prints the
+#                         bandwidths and the ratios to 1 rail
+#                         (docs/performance.md)
 #
 # Environment: FABNET_PLUGIN, FABNET_FT, FABNET_PERF (built paths by default),
 #   RAILS_RATE (bench: tbf rate per link end), RAILS_BENCH_REPS (3),
@@ -193,16 +193,19 @@ declare -A bw
 for rep in $(seq "$reps"); do
 	for n in 1 2 4; do
 		name=bench-$n-$rep
-		if ! run2 "$name" "$n" "$n" "$perf" --plugin "$plugin" --min-bytes 16M \
-			--max-bytes 16M --iters 12 --warmup 2 --window 8 --lat-iters 10; then
+		if ! run2 "$name" "$n" "$n" "$perf" --plugin "$plugin" -m uni -b 16M -e 16M \
+			--iters 12 --warmup 2 --window 8 --check all --json "$tmp/$name.json"; then
 			echo "rails: bench over $n rails FAILED"
 			tail -30 "$tmp/$name.0" "$tmp/$name.1"
 			exit 1
 		fi
-		# the sender's row for 16777216 bytes: size / time(us), in GB/s
-		v=$(awk '/time\(us\)/ { for (i = 1; i <= NF; i++) if ($(i) == "time(us)") col = i - 1 }
-			col && $1 == 16777216 { printf "%.4f\n", $1 / $(col) / 1000; exit }' \
-			"$tmp/$name.1")
+		# every message verified (--check all); the bandwidth from rank 0's JSON
+		v=$(python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+r = [x for x in d["results"] if x["mode"] == "uni" and x["size"] == 16777216]
+assert d["ok"] and r and r[0]["wrong"] == 0, "not verified"
+print("%.4f" % r[0]["algbw_GBps"])' "$tmp/$name.json") || {
+			echo "rails: bench over $n rails: no verified result"; exit 1; }
 		bw[$n]="${bw[$n]:-} $v"
 		echo "rails: $n rail(s), run $rep: $v GB/s"
 	done
