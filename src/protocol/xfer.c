@@ -32,8 +32,14 @@ static struct fabnet_req *req_new(struct fabnet_comm *comm, uint8_t kind)
 	return r;
 }
 
+static void unstall_one(struct fabnet_proto_dev *pd, struct fabnet_req *r);
+
 static void req_free(struct fabnet_req *r)
 {
+	/* A send reported finished (its comm failed) may still wait for a rail:
+	 * it must not be advanced once its slot is reused. */
+	if (r->kind == FABNET_REQ_SEND && r->u.send.stalled)
+		unstall_one(PD(r->comm->dev), r);
 	r->magic = 0;
 	fabnet_pool_put(&r->comm->reqs, r);
 }
@@ -66,6 +72,7 @@ void fabnet_proto_fail_comm(struct fabnet_comm *comm, const char *why)
 		comm->kind == FABNET_SEND ? "send" : "recv", comm->id, comm->dev->name,
 		comm->peer_id, peer, why);
 	comm->state = FABNET_FAILED;
+	fabnet_proto_drop_stalled(comm); /* their writes will never be posted */
 }
 
 /* ---- sends: write scheduling ---------------------------------------------- */
@@ -80,6 +87,24 @@ static void stall(struct fabnet_proto_dev *pd, struct fabnet_req *r)
 	else
 		pd->stall_head = r;
 	pd->stall_tail = r;
+}
+
+/* Takes r off the stall list. */
+static void unstall_one(struct fabnet_proto_dev *pd, struct fabnet_req *r)
+{
+	struct fabnet_req **pp = &pd->stall_head, *prev = NULL;
+
+	while (*pp && *pp != r) {
+		prev = *pp;
+		pp = &(*pp)->u.send.stall_next;
+	}
+	if (*pp) {
+		*pp = r->u.send.stall_next;
+		if (pd->stall_tail == r)
+			pd->stall_tail = prev;
+	}
+	r->u.send.stalled = 0;
+	r->u.send.stall_next = NULL;
 }
 
 void fabnet_proto_drop_stalled(struct fabnet_comm *comm)
@@ -133,7 +158,7 @@ static void send_advance(struct fabnet_req *r)
 	unsigned wif = cfg->writes_in_flight * r->u.send.nstripes;
 	int blocked = 0, posted = 1;
 
-	while (posted && !r->failed && !comm->closing) {
+	while (posted && !r->failed && !comm->closing && comm->state != FABNET_FAILED) {
 		posted = 0;
 		for (int s = 0; s < r->u.send.nstripes; s++) {
 			uint64_t end = stripe_end(r, s), off = r->u.send.next[s];
