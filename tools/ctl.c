@@ -19,24 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fdio.h"
+
 #define CTL_BARRIER_TOKEN 0xB7u
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int remaining(int64_t deadline)
-{
-	int64_t left = deadline - now_ms();
-
-	if (left < 0)
-		return 0;
-	return left > INT32_MAX ? INT32_MAX : (int)left;
-}
 
 static int set_nonblock(int fd)
 {
@@ -80,7 +65,7 @@ static int open_listener(struct ctl *c, const struct sockaddr_un *sa, int64_t de
 	}
 	for (;;) {
 		struct pollfd p = {.fd = lfd, .events = POLLIN};
-		int left = remaining(deadline);
+		int left = fdio_left_ms(deadline);
 		int rc = poll(&p, 1, left);
 
 		if (rc < 0 && errno == EINTR)
@@ -131,7 +116,7 @@ static int open_connector(struct ctl *c, const struct sockaddr_un *sa, int64_t d
 				 strerror(last));
 			return -1;
 		}
-		if (remaining(deadline) == 0) {
+		if (fdio_left_ms(deadline) == 0) {
 			snprintf(c->err, sizeof(c->err), "rank 0 not listening on %s within %d ms "
 				 "(last error: %s)", sa->sun_path, c->timeout_ms, strerror(last));
 			return -1;
@@ -156,7 +141,7 @@ int ctl_open(struct ctl *c, const char *path, int rank, int timeout_ms)
 	if (fill_addr(c, &sa, path))
 		return -1;
 	snprintf(c->path, sizeof(c->path), "%s", path);
-	deadline = now_ms() + c->timeout_ms;
+	deadline = fdio_now_ms() + c->timeout_ms;
 	c->fd = rank == 0 ? open_listener(c, &sa, deadline) : open_connector(c, &sa, deadline);
 	if (c->fd < 0)
 		return -1;
@@ -175,90 +160,26 @@ void ctl_close(struct ctl *c)
 	c->fd = -1;
 }
 
-static int wait_fd(struct ctl *c, short events, int64_t deadline, const char *what)
-{
-	for (;;) {
-		struct pollfd p = {.fd = c->fd, .events = events};
-		int rc = poll(&p, 1, remaining(deadline));
-
-		if (rc < 0 && errno == EINTR)
-			continue;
-		if (rc < 0) {
-			snprintf(c->err, sizeof(c->err), "poll: %s", strerror(errno));
-			return -1;
-		}
-		if (rc == 0) {
-			snprintf(c->err, sizeof(c->err), "timed out %s the peer rank", what);
-			return -1;
-		}
-		return 0;
-	}
-}
-
 int ctl_send_timeout(struct ctl *c, const void *buf, size_t len, int timeout_ms)
 {
-	const uint8_t *p = buf;
-	int64_t deadline = now_ms() + (timeout_ms < 0 ? c->timeout_ms : timeout_ms);
+	int64_t deadline = fdio_now_ms() + (timeout_ms < 0 ? c->timeout_ms : timeout_ms);
 
 	if (c->fd < 0) {
 		snprintf(c->err, sizeof(c->err), "control channel closed");
 		return -1;
 	}
-	while (len) {
-		ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
-
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (wait_fd(c, POLLOUT, deadline, "sending to"))
-				return -1;
-			continue;
-		}
-		snprintf(c->err, sizeof(c->err), "send to the peer rank: %s",
-			 n < 0 ? strerror(errno) : "nothing written");
-		return -1;
-	}
-	return 0;
+	return fdio_send_all(c->fd, buf, len, deadline, "the peer rank", c->err, sizeof(c->err));
 }
 
 int ctl_recv_timeout(struct ctl *c, void *buf, size_t len, int timeout_ms)
 {
-	uint8_t *p = buf;
-	int64_t deadline = now_ms() + (timeout_ms < 0 ? c->timeout_ms : timeout_ms);
+	int64_t deadline = fdio_now_ms() + (timeout_ms < 0 ? c->timeout_ms : timeout_ms);
 
 	if (c->fd < 0) {
 		snprintf(c->err, sizeof(c->err), "control channel closed");
 		return -1;
 	}
-	while (len) {
-		ssize_t n = recv(c->fd, p, len, 0);
-
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-			continue;
-		}
-		if (n == 0) {
-			snprintf(c->err, sizeof(c->err), "the peer rank closed the control channel "
-				 "(exited or crashed)");
-			return -1;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			if (wait_fd(c, POLLIN, deadline, "receiving from"))
-				return -1;
-			continue;
-		}
-		snprintf(c->err, sizeof(c->err), "recv from the peer rank: %s", strerror(errno));
-		return -1;
-	}
-	return 0;
+	return fdio_recv_all(c->fd, buf, len, deadline, "the peer rank", c->err, sizeof(c->err));
 }
 
 int ctl_send(struct ctl *c, const void *buf, size_t len)

@@ -6,6 +6,7 @@
 #endif
 
 #include "group.h"
+#include "fdio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,21 +30,6 @@ struct hello {
 	uint32_t magic;
 	int32_t rank, size;
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int left_ms(int64_t deadline)
-{
-	int64_t left = deadline - now_ms();
-
-	return left < 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
-}
 
 static int is_unix(const char *addr)
 {
@@ -77,73 +63,17 @@ static int split_hostport(struct grp *g, const char *addr, char *host, size_t hl
 
 static int wait_fd(struct grp *g, int fd, short ev, int64_t deadline, const char *what)
 {
-	for (;;) {
-		struct pollfd p = {.fd = fd, .events = ev};
-		int rc = poll(&p, 1, left_ms(deadline));
-
-		if (rc < 0 && errno == EINTR)
-			continue;
-		if (rc < 0) {
-			snprintf(g->err, sizeof(g->err), "poll: %s", strerror(errno));
-			return -1;
-		}
-		if (rc == 0) {
-			snprintf(g->err, sizeof(g->err), "timed out %s", what);
-			return -1;
-		}
-		return 0;
-	}
+	return fdio_wait(fd, ev, deadline, what, g->err, sizeof(g->err));
 }
 
 static int send_all(struct grp *g, int fd, const void *buf, size_t len, int64_t deadline)
 {
-	const uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-		} else if (n < 0 && errno == EINTR) {
-			continue;
-		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (wait_fd(g, fd, POLLOUT, deadline, "sending to a rank"))
-				return -1;
-		} else {
-			snprintf(g->err, sizeof(g->err), "send: %s",
-				 n < 0 ? strerror(errno) : "nothing written");
-			return -1;
-		}
-	}
-	return 0;
+	return fdio_send_all(fd, buf, len, deadline, "a rank", g->err, sizeof(g->err));
 }
 
 static int recv_all(struct grp *g, int fd, void *buf, size_t len, int64_t deadline)
 {
-	uint8_t *p = buf;
-
-	while (len) {
-		ssize_t n = recv(fd, p, len, 0);
-
-		if (n > 0) {
-			p += n;
-			len -= (size_t)n;
-		} else if (n == 0) {
-			snprintf(g->err, sizeof(g->err), "a rank closed the control channel (exited "
-				 "or crashed)");
-			return -1;
-		} else if (errno == EINTR) {
-			continue;
-		} else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			if (wait_fd(g, fd, POLLIN, deadline, "waiting for a rank"))
-				return -1;
-		} else {
-			snprintf(g->err, sizeof(g->err), "recv: %s", strerror(errno));
-			return -1;
-		}
-	}
-	return 0;
+	return fdio_recv_all(fd, buf, len, deadline, "a rank", g->err, sizeof(g->err));
 }
 
 static void tune(int fd, int tcp)
@@ -304,7 +234,7 @@ static int connect_root(struct grp *g, int64_t deadline)
 		}
 		if (fd >= 0)
 			close(fd);
-		if (!left_ms(deadline)) {
+		if (!fdio_left_ms(deadline)) {
 			snprintf(g->err, sizeof(g->err), "rank 0 not listening on %s (last error: %s)",
 				 g->addr, strerror(last));
 			return -1;
@@ -329,7 +259,7 @@ int grp_open(struct grp *g, const char *addr, int rank, int size, int timeout_ms
 		return -1;
 	}
 	snprintf(g->addr, sizeof(g->addr), "%s", addr);
-	deadline = now_ms() + g->timeout_ms;
+	deadline = fdio_now_ms() + g->timeout_ms;
 	if (size == 1)
 		return 0;
 	if (rank == 0) {
@@ -373,7 +303,7 @@ void grp_close(struct grp *g)
 
 int grp_allgather(struct grp *g, const void *mine, void *all, size_t len)
 {
-	int64_t deadline = now_ms() + g->timeout_ms;
+	int64_t deadline = fdio_now_ms() + g->timeout_ms;
 	uint8_t *a = all;
 
 	memcpy(a + (size_t)g->rank * len, mine, len);
