@@ -137,6 +137,19 @@ ncclResult_t fabnet_api_devices(int *ndev)
 	return ncclSuccess;
 }
 
+/* The memory kinds a rail group takes: only what every rail can register
+ * (each rail probed once). Called with the primary's lock held. */
+static int group_ptr_support(struct fabnet_dev *d)
+{
+	int support = ~0;
+
+	for (int k = 0; k < d->nrails; k++) {
+		fabnet_hmem_probe(d->rails[k]);
+		support &= d->rails[k]->ptr_support;
+	}
+	return support;
+}
+
 ncclResult_t fabnet_api_get_properties(int dev, struct fabnet_props *p)
 {
 	struct fabnet_dev *d = get_dev(dev, "getProperties");
@@ -145,12 +158,7 @@ ncclResult_t fabnet_api_get_properties(int dev, struct fabnet_props *p)
 		return ncclInvalidArgument;
 	pthread_mutex_lock(&d->lock);
 	memset(p, 0, sizeof(*p));
-	p->ptr_support = ~0;
-	for (int k = 0; k < d->nrails; k++) {
-		/* A memory kind is usable only where every rail can register it. */
-		fabnet_hmem_probe(d->rails[k]);
-		p->ptr_support &= d->rails[k]->ptr_support;
-	}
+	p->ptr_support = group_ptr_support(d);
 	pthread_mutex_unlock(&d->lock);
 	p->name = devs[dev].name;
 	p->pci_path = d->pci_path;
@@ -260,7 +268,7 @@ static ncclResult_t reg_common(void *comm, void *data, size_t size, int type, in
 	struct fabnet_comm *c = as_comm(comm, 0, call);
 	struct fabnet_rmr *rmr = NULL;
 	struct fabnet_dev *d;
-	int rc, support = ~0;
+	int rc, support;
 
 	if (!c || !mhandle || !data || size == 0) {
 		FN_WARN("fabnet: %s: invalid arguments (buffer %p, %zu bytes)", call, data, size);
@@ -269,10 +277,7 @@ static ncclResult_t reg_common(void *comm, void *data, size_t size, int type, in
 	*mhandle = NULL;
 	d = c->dev;
 	pthread_mutex_lock(&d->lock);
-	for (int k = 0; k < d->nrails; k++) {
-		fabnet_hmem_probe(d->rails[k]);
-		support &= d->rails[k]->ptr_support;
-	}
+	support = group_ptr_support(d);
 	if (type != NCCL_PTR_HOST && !(type == NCCL_PTR_CUDA && (support & NCCL_PTR_CUDA))) {
 		pthread_mutex_unlock(&d->lock);
 		FN_WARN("fabnet: %s: memory of type %d cannot be registered on %s: %s", call, type,

@@ -309,21 +309,15 @@ static struct fabnet_comm *comm_new(struct fabnet_dev *dev, uint8_t kind)
 		free(c);
 		return NULL;
 	}
-	/* Requests: a few now, up to NCCL's 32 as the comm needs them. */
+	/* Requests: a few now, up to NCCL's 32 as the comm needs them. comm_free
+	 * undoes whatever part of the rest succeeded. */
 	if (kind != FABNET_LISTEN &&
-	    fabnet_pool_init_growing(&c->reqs, sizeof(struct fabnet_req), FABNET_NREQS, 4)) {
-		free_id(PD(dev), c->id);
-		free(c);
-		return NULL;
-	}
+	    fabnet_pool_init_growing(&c->reqs, sizeof(struct fabnet_req), FABNET_NREQS, 4))
+		goto fail;
 	if (kind == FABNET_SEND) {
 		c->u.send.cts = calloc(FABNET_NSLOTS, sizeof(*c->u.send.cts));
-		if (!c->u.send.cts) {
-			fabnet_pool_fini(&c->reqs);
-			free_id(PD(dev), c->id);
-			free(c);
-			return NULL;
-		}
+		if (!c->u.send.cts)
+			goto fail;
 	}
 	c->nrails = 1;
 	if (kind == FABNET_RECV && dev->nrails > 1)
@@ -334,15 +328,13 @@ static struct fabnet_comm *comm_new(struct fabnet_dev *dev, uint8_t kind)
 		c->u.send.cts_rails = calloc((size_t)FABNET_NSLOTS * FABNET_MAX_RECVS *
 						     c->u.send.cts_rails_max,
 					     sizeof(*c->u.send.cts_rails));
-		if (!c->u.send.cts_rails) {
-			free(c->u.send.cts);
-			fabnet_pool_fini(&c->reqs);
-			free_id(PD(dev), c->id);
-			free(c);
-			return NULL;
-		}
+		if (!c->u.send.cts_rails)
+			goto fail;
 	}
 	return c;
+fail:
+	comm_free(c);
+	return NULL;
 }
 
 /* ---- control-message ops -------------------------------------------------- */
