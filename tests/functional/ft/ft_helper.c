@@ -108,61 +108,59 @@ int hwait_token(struct ft *ft, struct ctl *c, const char *want, int timeout_ms,
 
 static char g_self_exe[4096];
 
-/* Starts `fabnet-ft --helper role --part part` with env_extra (NAME=VALUE
- * entries, NULL-terminated) added to our environment; err_fd >= 0 becomes its
- * stderr. */
+/* The helper's command line: our own options, then --helper role --part part
+ * --helper-fd 3; the numbers' text lives in the struct too. */
+struct helper_args {
+	const char *argv[24];
+	char devs[16], seeds[32], abis[16];
+};
 
-/* Returns 0, -1 (failed, reason set) or 1 (HS_NEWPIDNS not permitted here). */
-int helper_spawn(struct ft *ft, const char *role, const char *part,
-		 const char *const *env_extra, int err_fd, int flags, struct helper *h)
+static void helper_argv(const struct ft *ft, const char *role, const char *part,
+			struct helper_args *a)
+{
+	int ac = 0;
+
+	snprintf(a->devs, sizeof(a->devs), "%d", ft->dev);
+	snprintf(a->seeds, sizeof(a->seeds), "%" PRIu64, ft->seed);
+	snprintf(a->abis, sizeof(a->abis), "%d", ft->abi);
+	a->argv[ac++] = g_self_exe;
+	a->argv[ac++] = "--plugin";
+	a->argv[ac++] = ft->plugin;
+	a->argv[ac++] = "--dev";
+	a->argv[ac++] = a->devs;
+	a->argv[ac++] = "--seed";
+	a->argv[ac++] = a->seeds;
+	if (ft->abi) {
+		a->argv[ac++] = "--abi";
+		a->argv[ac++] = a->abis;
+	}
+	a->argv[ac++] = "--helper";
+	a->argv[ac++] = role;
+	a->argv[ac++] = "--part";
+	a->argv[ac++] = part;
+	a->argv[ac++] = "--helper-fd";
+	a->argv[ac++] = "3";
+	if (g_verbose)
+		a->argv[ac++] = "--verbose";
+	a->argv[ac] = NULL;
+}
+
+/* Our environment with env_extra (NAME=VALUE, NULL-terminated) replacing or
+ * adding entries; calloc'ed (the strings are not copied), NULL when out of
+ * memory. */
+static char **helper_envp(const char *const *env_extra)
 {
 	extern char **environ;
-	char devs[16], seeds[32], abis[16];
-	const char *argv[24];
-	char **envp;
 	size_t nenv = 0, nextra = 0, k = 0;
-	int ac = 0, sv[2];
-	pid_t pid;
+	char **envp;
 
-	memset(h, 0, sizeof(*h));
-	h->pid = -1;
-	h->ch.fd = -1;
-	if (!g_self_exe[0]) {
-		ssize_t n = readlink("/proc/self/exe", g_self_exe, sizeof(g_self_exe) - 1);
-		if (n <= 0)
-			return fail(ft, "readlink(/proc/self/exe): %s", strerror(errno));
-		g_self_exe[n] = '\0';
-	}
-	snprintf(devs, sizeof(devs), "%d", ft->dev);
-	snprintf(seeds, sizeof(seeds), "%" PRIu64, ft->seed);
-	snprintf(abis, sizeof(abis), "%d", ft->abi);
-	argv[ac++] = g_self_exe;
-	argv[ac++] = "--plugin";
-	argv[ac++] = ft->plugin;
-	argv[ac++] = "--dev";
-	argv[ac++] = devs;
-	argv[ac++] = "--seed";
-	argv[ac++] = seeds;
-	if (ft->abi) {
-		argv[ac++] = "--abi";
-		argv[ac++] = abis;
-	}
-	argv[ac++] = "--helper";
-	argv[ac++] = role;
-	argv[ac++] = "--part";
-	argv[ac++] = part;
-	argv[ac++] = "--helper-fd";
-	argv[ac++] = "3";
-	if (g_verbose)
-		argv[ac++] = "--verbose";
-	argv[ac] = NULL;
 	while (environ[nenv])
 		nenv++;
 	while (env_extra && env_extra[nextra])
 		nextra++;
 	envp = calloc(nenv + nextra + 1, sizeof(*envp));
 	if (!envp)
-		return fail(ft, "out of memory");
+		return NULL;
 	for (size_t i = 0; i < nenv; i++) {
 		int replaced = 0;
 		for (size_t j = 0; j < nextra; j++) {
@@ -176,6 +174,56 @@ int helper_spawn(struct ft *ft, const char *role, const char *part,
 	for (size_t j = 0; j < nextra; j++)
 		envp[k++] = (char *)env_extra[j];
 	envp[k] = NULL;
+	return envp;
+}
+
+/* In the child: fd 3 is the channel, err_fd (>= 0) stderr, nothing else is
+ * inherited. Only async-signal-safe calls from here to execve. */
+static void helper_exec(int chan_fd, int err_fd, const char *const *argv, char **envp)
+{
+	alarm(0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (err_fd >= 0 && err_fd != 2)
+		dup2(err_fd, 2);
+	if (chan_fd == 3)
+		fcntl(3, F_SETFD, 0);
+	else
+		dup2(chan_fd, 3);
+#ifdef SYS_close_range
+	syscall(SYS_close_range, 4u, ~0u, 0u);
+#else
+	for (int fd = 4; fd < 1024; fd++)
+		close(fd);
+#endif
+	execve(g_self_exe, (char *const *)argv, envp);
+	_exit(127);
+}
+
+/* Starts `fabnet-ft --helper role --part part` with env_extra (NAME=VALUE
+ * entries, NULL-terminated) added to our environment; err_fd >= 0 becomes its
+ * stderr. Returns 0, -1 (failed, reason set) or 1 (HS_NEWPIDNS not permitted
+ * here). */
+int helper_spawn(struct ft *ft, const char *role, const char *part,
+		 const char *const *env_extra, int err_fd, int flags, struct helper *h)
+{
+	struct helper_args args;
+	char **envp;
+	int sv[2];
+	pid_t pid;
+
+	memset(h, 0, sizeof(*h));
+	h->pid = -1;
+	h->ch.fd = -1;
+	if (!g_self_exe[0]) {
+		ssize_t n = readlink("/proc/self/exe", g_self_exe, sizeof(g_self_exe) - 1);
+		if (n <= 0)
+			return fail(ft, "readlink(/proc/self/exe): %s", strerror(errno));
+		g_self_exe[n] = '\0';
+	}
+	helper_argv(ft, role, part, &args);
+	envp = helper_envp(env_extra);
+	if (!envp)
+		return fail(ft, "out of memory");
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
 		free(envp);
 		return fail(ft, "socketpair: %s", strerror(errno));
@@ -196,25 +244,8 @@ int helper_spawn(struct ft *ft, const char *role, const char *part,
 			return 1;
 		return fail(ft, "fork: %s", strerror(e));
 	}
-	if (pid == 0) {
-		/* only async-signal-safe calls from here to execve */
-		alarm(0);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (err_fd >= 0 && err_fd != 2)
-			dup2(err_fd, 2);
-		if (sv[1] == 3)
-			fcntl(3, F_SETFD, 0);
-		else
-			dup2(sv[1], 3);
-#ifdef SYS_close_range
-		syscall(SYS_close_range, 4u, ~0u, 0u);
-#else
-		for (int fd = 4; fd < 1024; fd++)
-			close(fd);
-#endif
-		execve(g_self_exe, (char *const *)argv, envp);
-		_exit(127);
-	}
+	if (pid == 0)
+		helper_exec(sv[1], err_fd, args.argv, envp);
 	free(envp);
 	close(sv[1]);
 	h->pid = pid;

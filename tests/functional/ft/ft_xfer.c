@@ -255,11 +255,16 @@ int pairs_close(struct ft *ft, struct pair *p, int n)
 }
 
 /* ---- messages: one description shared by both ranks --------------------------- */
-/* Rank-side state of a batch of messages. */
+/* Rank-side state of a batch of messages, and the plan it follows. */
 struct batch {
 	struct fbuf *bufs;
 	struct xop *ops;
 	int nbufs, nops;
+	const struct msg *m;
+	int nmsg;
+	const int *group_start; /* rank 0: message indices starting each irecv */
+	int ngroups;
+	const int *send_order;  /* rank 1: the order of the isends (NULL: 0..nmsg-1) */
 };
 
 static void batch_free(struct ft *ft, struct batch *b)
@@ -287,6 +292,100 @@ int check_recv(struct ft *ft, const char *what, const struct fbuf *buf, size_t s
 	return 0;
 }
 
+/* A registered buffer per message on its comm: a canary to receive into on
+ * rank 0, the message's pattern on rank 1. */
+static int batch_buffers(struct ft *ft, struct pair *pairs, struct batch *b)
+{
+	const struct msg *m = b->m;
+
+	for (int i = 0; i < b->nmsg; i++) {
+		void *comm = pairs[m[i].comm].comm;
+		if (ft->rank == 0) {
+			if (fbuf_alloc(ft, comm, m[i].cap + CANARY_PAD, &b->bufs[i]))
+				return -1;
+			canary_fill(b->bufs[i].p, 0, b->bufs[i].cap);
+		} else {
+			if (fbuf_alloc(ft, comm, m[i].size, &b->bufs[i]))
+				return -1;
+			pat_fill(b->bufs[i].p, m[i].size, pat_key(ft->seed, m[i].size, m[i].iter));
+		}
+	}
+	return 0;
+}
+
+/* Rank 0: one irecv per group; rank 1: one isend per message, in send_order. */
+static void batch_ops(struct ft *ft, struct pair *pairs, struct batch *b)
+{
+	const struct msg *m = b->m;
+
+	if (ft->rank == 0) {
+		b->nops = b->ngroups;
+		for (int g = 0; g < b->ngroups; g++) {
+			struct xop *op = &b->ops[g];
+			int first = b->group_start[g];
+			int last = g + 1 < b->ngroups ? b->group_start[g + 1] : b->nmsg;
+			op->kind = OP_RECV;
+			op->comm = pairs[m[first].comm].comm;
+			op->n = last - first;
+			op->label = g;
+			for (int j = 0; j < op->n; j++) {
+				op->data[j] = b->bufs[first + j].p;
+				op->size[j] = m[first + j].cap;
+				op->tag[j] = m[first + j].tag;
+				op->mh[j] = b->bufs[first + j].mh;
+			}
+		}
+		return;
+	}
+	b->nops = b->nmsg;
+	for (int k = 0; k < b->nmsg; k++) {
+		int i = b->send_order ? b->send_order[k] : k;
+		struct xop *op = &b->ops[k];
+		op->kind = OP_SEND;
+		op->comm = pairs[m[i].comm].comm;
+		op->n = 1;
+		op->label = i;
+		op->data[0] = b->bufs[i].p;
+		op->size[0] = m[i].size;
+		op->tag[0] = m[i].tag;
+		op->mh[0] = b->bufs[i].mh;
+	}
+}
+
+/* Rank 0 verifies every received message; rank 1 checks the sizes test()
+ * reported and that its send buffers did not change. */
+static int batch_verify(struct ft *ft, struct batch *b, const char *what)
+{
+	const struct msg *m = b->m;
+
+	if (ft->rank == 0) {
+		for (int g = 0; g < b->ngroups; g++) {
+			int first = b->group_start[g];
+			for (int j = 0; j < b->ops[g].n; j++) {
+				int i = first + j;
+				char lbl[160];
+				snprintf(lbl, sizeof(lbl), "%s: message %d (comm %d, tag %d, recv %d of %d)",
+					 what, i, m[i].comm, m[i].tag, j, b->ops[g].n);
+				if (check_recv(ft, lbl, &b->bufs[i], m[i].size, m[i].iter,
+					       b->ops[g].got[j]))
+					return -1;
+			}
+		}
+		return 0;
+	}
+	for (int k = 0; k < b->nmsg; k++) {
+		int i = b->send_order ? b->send_order[k] : k;
+		char why[400];
+		if (b->ops[k].got[0] != (int)m[i].size)
+			return fail(ft, "%s: test() on the isend of message %d reported %d bytes, not "
+				    "%zu", what, i, b->ops[k].got[0], m[i].size);
+		if (pat_check(b->bufs[i].p, m[i].size, pat_key(ft->seed, m[i].size, m[i].iter),
+			      why, sizeof(why)))
+			return fail(ft, "%s: the send buffer of message %d changed: %s", what, i, why);
+	}
+	return 0;
+}
+
 /*
  * Transfers the messages: groups[g] lists message indices received together by
  * one irecv (n = group size) on rank 0; on rank 1 every message is one isend,
@@ -307,81 +406,17 @@ int transfer(struct ft *ft, struct pair *pairs, const struct msg *m, int nmsg,
 		goto out;
 	}
 	b.nbufs = nmsg;
-	for (int i = 0; i < nmsg; i++) {
-		void *comm = pairs[m[i].comm].comm;
-		if (ft->rank == 0) {
-			if (fbuf_alloc(ft, comm, m[i].cap + CANARY_PAD, &b.bufs[i]))
-				goto out;
-			canary_fill(b.bufs[i].p, 0, b.bufs[i].cap);
-		} else {
-			if (fbuf_alloc(ft, comm, m[i].size, &b.bufs[i]))
-				goto out;
-			pat_fill(b.bufs[i].p, m[i].size, pat_key(ft->seed, m[i].size, m[i].iter));
-		}
-	}
-	if (ft->rank == 0) {
-		b.nops = ngroups;
-		for (int g = 0; g < ngroups; g++) {
-			struct xop *op = &b.ops[g];
-			int first = group_start[g], last = g + 1 < ngroups ? group_start[g + 1] : nmsg;
-			op->kind = OP_RECV;
-			op->comm = pairs[m[first].comm].comm;
-			op->n = last - first;
-			op->label = g;
-			for (int j = 0; j < op->n; j++) {
-				op->data[j] = b.bufs[first + j].p;
-				op->size[j] = m[first + j].cap;
-				op->tag[j] = m[first + j].tag;
-				op->mh[j] = b.bufs[first + j].mh;
-			}
-		}
-	} else {
-		b.nops = nmsg;
-		for (int k = 0; k < nmsg; k++) {
-			int i = send_order ? send_order[k] : k;
-			struct xop *op = &b.ops[k];
-			op->kind = OP_SEND;
-			op->comm = pairs[m[i].comm].comm;
-			op->n = 1;
-			op->label = i;
-			op->data[0] = b.bufs[i].p;
-			op->size[0] = m[i].size;
-			op->tag[0] = m[i].tag;
-			op->mh[0] = b.bufs[i].mh;
-		}
-	}
-	vnote("%s: %d messages, %d ops", what, nmsg, b.nops);
-	if (run_ops(ft, b.ops, b.nops))
+	b.m = m;
+	b.nmsg = nmsg;
+	b.group_start = group_start;
+	b.ngroups = ngroups;
+	b.send_order = send_order;
+	if (batch_buffers(ft, pairs, &b))
 		goto out;
-	if (ft->rank == 0) {
-		for (int g = 0; g < ngroups; g++) {
-			int first = group_start[g];
-			for (int j = 0; j < b.ops[g].n; j++) {
-				int i = first + j;
-				char lbl[160];
-				snprintf(lbl, sizeof(lbl), "%s: message %d (comm %d, tag %d, recv %d of %d)",
-					 what, i, m[i].comm, m[i].tag, j, b.ops[g].n);
-				if (check_recv(ft, lbl, &b.bufs[i], m[i].size, m[i].iter,
-					       b.ops[g].got[j]))
-					goto out;
-			}
-		}
-	} else {
-		for (int k = 0; k < nmsg; k++) {
-			int i = send_order ? send_order[k] : k;
-			char why[400];
-			if (b.ops[k].got[0] != (int)m[i].size) {
-				fail(ft, "%s: test() on the isend of message %d reported %d bytes, not "
-				     "%zu", what, i, b.ops[k].got[0], m[i].size);
-				goto out;
-			}
-			if (pat_check(b.bufs[i].p, m[i].size, pat_key(ft->seed, m[i].size, m[i].iter),
-				      why, sizeof(why))) {
-				fail(ft, "%s: the send buffer of message %d changed: %s", what, i, why);
-				goto out;
-			}
-		}
-	}
+	batch_ops(ft, pairs, &b);
+	vnote("%s: %d messages, %d ops", what, nmsg, b.nops);
+	if (run_ops(ft, b.ops, b.nops) || batch_verify(ft, &b, what))
+		goto out;
 	rc = 0;
 out:
 	batch_free(ft, &b);

@@ -83,13 +83,10 @@ static void usage(FILE *f)
 		"  env FABNET_FT_TIMEOUT=S  seconds without progress before failing (60)\n");
 }
 
-int main(int argc, char **argv)
+/* Reads the command line into o. Returns -1 to go on, or the exit status
+ * (--list, --help, a bad option). */
+static int parse_opts(int argc, char **argv, struct opts *o)
 {
-	struct opts o = {.plugin = NULL, .abi = 0, .dev = 0, .scenario = "all", .rank = -1,
-			 .ctl_path = NULL, .seed = 0xfab17e57ull, .helper = NULL, .part = "",
-			 .helper_fd = -1};
-
-	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -103,39 +100,39 @@ int main(int argc, char **argv)
 	} while (0)
 		if (!strcmp(a, "--plugin")) {
 			NEEDV();
-			o.plugin = v;
+			o->plugin = v;
 		} else if (!strcmp(a, "--abi")) {
 			NEEDV();
-			o.abi = atoi(v);
-			if (o.abi < PL_MIN_VERSION || o.abi > PL_MAX_VERSION) {
+			o->abi = atoi(v);
+			if (o->abi < PL_MIN_VERSION || o->abi > PL_MAX_VERSION) {
 				fprintf(stderr, "fabnet-ft: --abi must be %d..%d\n", PL_MIN_VERSION,
 					PL_MAX_VERSION);
 				return 2;
 			}
 		} else if (!strcmp(a, "--dev")) {
 			NEEDV();
-			o.dev = atoi(v);
+			o->dev = atoi(v);
 		} else if (!strcmp(a, "--scenario")) {
 			NEEDV();
-			o.scenario = v;
+			o->scenario = v;
 		} else if (!strcmp(a, "--rank")) {
 			NEEDV();
-			o.rank = atoi(v);
+			o->rank = atoi(v);
 		} else if (!strcmp(a, "--ctl")) {
 			NEEDV();
-			o.ctl_path = v;
+			o->ctl_path = v;
 		} else if (!strcmp(a, "--seed")) {
 			NEEDV();
-			o.seed = strtoull(v, NULL, 0);
+			o->seed = strtoull(v, NULL, 0);
 		} else if (!strcmp(a, "--helper")) {
 			NEEDV();
-			o.helper = v;
+			o->helper = v;
 		} else if (!strcmp(a, "--part")) {
 			NEEDV();
-			o.part = v;
+			o->part = v;
 		} else if (!strcmp(a, "--helper-fd")) {
 			NEEDV();
-			o.helper_fd = atoi(v);
+			o->helper_fd = atoi(v);
 		} else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
 			g_verbose = 1;
 		} else if (!strcmp(a, "--list")) {
@@ -151,7 +148,21 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
+#undef NEEDV
 	}
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = {.plugin = NULL, .abi = 0, .dev = 0, .scenario = "all", .rank = -1,
+			 .ctl_path = NULL, .seed = 0xfab17e57ull, .helper = NULL, .part = "",
+			 .helper_fd = -1};
+	int sel[FT_MAX_SCENARIOS], rc;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if ((rc = parse_opts(argc, argv, &o)) >= 0)
+		return rc;
 	if (getenv("FABNET_FT_VERBOSE") && atoi(getenv("FABNET_FT_VERBOSE")) > 0)
 		g_verbose = 1;
 	if (!o.plugin) {
@@ -166,11 +177,8 @@ int main(int argc, char **argv)
 		return helper_main(&o, helper_roles,
 				   (int)(sizeof(helper_roles) / sizeof(helper_roles[0])));
 	}
-	{
-		int sel[FT_MAX_SCENARIOS];
-		if (select_scenarios(o.scenario, sel))
-			return 2;
-	}
+	if (select_scenarios(o.scenario, sel))
+		return 2;
 	if (o.rank >= 0) {
 		if (o.rank > 1 || !o.ctl_path) {
 			fprintf(stderr, "fabnet-ft: --rank takes 0 or 1 and needs --ctl SOCKPATH\n");

@@ -90,6 +90,67 @@ static int dereg_after_close(struct ft *ft, const void *arg)
 	return fbuf_free(ft, &b, 1); /* deregMr(closed comm, mhandle) */
 }
 
+/* close_outstanding, rank 0: posts all three irecvs, completes only the first,
+ * and (in_flight) keeps testing the rest until the sender's large isend is
+ * posted. */
+static int close_out_receiver(struct ft *ft, struct xop *op, const struct fbuf *b,
+			      const size_t *sz, int in_flight)
+{
+	int64_t deadline = now_ms() + ft->op_timeout_ms;
+	uint8_t note = 0;
+
+	for (int i = 0; i < 3; i++)
+		while (!op[i].posted) {
+			if (op_post(ft, &op[i]) || peer_failed(ft))
+				return -1;
+			if (now_ms() > deadline)
+				return fail(ft, "irecv %d kept returning a NULL request", i);
+		}
+	if (ft_send(ft, &note, 1) || run_ops(ft, op, 1))
+		return -1;
+	if (check_recv(ft, "first message", &b[0], sz[0], 900, op[0].got[0]))
+		return -1;
+	if (in_flight) {
+		/* keep progressing (not waiting for) the rest until the sender
+		 * says its large isend is posted */
+		while (!ft->q && !ft->peer_done && !ft->peer_gone) {
+			for (int i = 1; i < 3; i++)
+				if (!op[i].done && op_test(ft, &op[i]))
+					return -1;
+			ctl_pump(ft, 0);
+			sched_yield();
+			if (now_ms() > deadline)
+				return fail(ft, "the sender never reported its large isend posted");
+		}
+	}
+	if (ft_recv(ft, &note, 1))
+		return -1;
+	vnote("closing the recv comm with %d receives outstanding", !op[1].done + !op[2].done);
+	return 0;
+}
+
+/* close_outstanding, rank 1: sends the first message and (in_flight) posts the
+ * 8 MiB isend, then tells the receiver. */
+static int close_out_sender(struct ft *ft, struct xop *op, int in_flight)
+{
+	uint8_t note = 0;
+
+	if (ft_recv(ft, &note, 1) || run_ops(ft, op, 1))
+		return -1;
+	if (in_flight) {
+		int64_t deadline = now_ms() + ft->op_timeout_ms;
+		while (!op[1].posted) {
+			if (op_post(ft, &op[1]) || peer_failed(ft))
+				return -1;
+			if (now_ms() > deadline)
+				return fail(ft, "isend of the 8 MiB message kept returning a NULL "
+					    "request although the receiver had posted it");
+		}
+		vnote("closing the send comm with the 8 MiB isend outstanding");
+	}
+	return ft_send(ft, &note, 1);
+}
+
 /*
  * Closing with requests outstanding. Rank 0 posts three irecvs (1000 B, 8 MiB,
  * 4 KiB); rank 1 sends the first. in_flight = 0: nothing else is sent, so
@@ -105,7 +166,6 @@ static int close_outstanding(struct ft *ft, const void *arg)
 	size_t sz[3] = {1000, 8 * MiB, 4096};
 	struct xop op[3];
 	int rc = -1;
-	uint8_t note = 0;
 
 	memset(b, 0, sizeof(b));
 	memset(op, 0, sizeof(op));
@@ -123,60 +183,9 @@ static int close_outstanding(struct ft *ft, const void *arg)
 				     .n = 1, .data = {b[i].p}, .size = {sz[i]}, .tag = {8},
 				     .mh = {b[i].mh}, .label = i};
 	}
-	if (ft->rank == 0) {
-		/* post all three, complete only the first */
-		int64_t deadline = now_ms() + ft->op_timeout_ms;
-		for (int i = 0; i < 3; i++)
-			while (!op[i].posted) {
-				if (op_post(ft, &op[i]) || peer_failed(ft))
-					goto out;
-				if (now_ms() > deadline) {
-					fail(ft, "irecv %d kept returning a NULL request", i);
-					goto out;
-				}
-			}
-		if (ft_send(ft, &note, 1) || run_ops(ft, op, 1))
-			goto out;
-		if (check_recv(ft, "first message", &b[0], sz[0], 900, op[0].got[0]))
-			goto out;
-		if (in_flight) {
-			/* keep progressing (not waiting for) the rest until the sender
-			 * says its large isend is posted */
-			while (!ft->q && !ft->peer_done && !ft->peer_gone) {
-				for (int i = 1; i < 3; i++)
-					if (!op[i].done && op_test(ft, &op[i]))
-						goto out;
-				ctl_pump(ft, 0);
-				sched_yield();
-				if (now_ms() > deadline) {
-					fail(ft, "the sender never reported its large isend posted");
-					goto out;
-				}
-			}
-		}
-		if (ft_recv(ft, &note, 1))
-			goto out;
-		vnote("closing the recv comm with %d receives outstanding",
-		      !op[1].done + !op[2].done);
-	} else {
-		if (ft_recv(ft, &note, 1) || run_ops(ft, op, 1))
-			goto out;
-		if (in_flight) {
-			int64_t deadline = now_ms() + ft->op_timeout_ms;
-			while (!op[1].posted) {
-				if (op_post(ft, &op[1]) || peer_failed(ft))
-					goto out;
-				if (now_ms() > deadline) {
-					fail(ft, "isend of the 8 MiB message kept returning a NULL "
-					     "request although the receiver had posted it");
-					goto out;
-				}
-			}
-			vnote("closing the send comm with the 8 MiB isend outstanding");
-		}
-		if (ft_send(ft, &note, 1))
-			goto out;
-	}
+	if (ft->rank == 0 ? close_out_receiver(ft, op, b, sz, in_flight)
+			  : close_out_sender(ft, op, in_flight))
+		goto out;
 	/* both ranks close now, concurrently */
 	if (close_comm(ft, p.comm))
 		goto out;

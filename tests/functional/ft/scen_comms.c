@@ -60,18 +60,19 @@ out:
 	return rc;
 }
 
-int scen_reuse(struct ft *ft)
+enum { REUSE_K = 4, REUSE_CYCLES = 20 };
+
+/* Part 1: one listen comm, K connections made one after the other with (a
+ * fresh copy of) the same handle, then traffic on all of them. */
+static int reuse_one_listen(struct ft *ft, struct pair *p)
 {
-	enum { K = 4, CYCLES = 20 };
-	struct pair p[K];
+	enum { K = REUSE_K };
 	uint8_t handle[NCCL_NET_HANDLE_MAXSIZE];
+	struct msg m[2 * K];
 	void *lcomm = NULL;
 	int rc = -1;
 
-	memset(p, 0, sizeof(p));
 	ft->phase = "several comms from one listen comm";
-	/* Part 1: one listen comm, K connections made one after the other with
-	 * (a fresh copy of) the same handle. */
 	g_step = "listen";
 	if (ft->rank == 0) {
 		ncclResult_t r = pl_listen(ft->net, ft->dev, handle, &lcomm);
@@ -93,19 +94,16 @@ int scen_reuse(struct ft *ft)
 		if (ft_sync(ft))
 			goto out;
 	}
-	{
-		struct msg m[2 * K];
-		for (int k = 0; k < K; k++) {
-			m[k] = (struct msg){.comm = k, .size = 1000u * (unsigned)(k + 1) + (unsigned)k,
-					    .tag = 4, .iter = (uint64_t)k};
-			m[K + k] = (struct msg){.comm = k, .size = 300000 + (size_t)k, .tag = 4,
-						.iter = (uint64_t)(K + k)};
-		}
-		for (int i = 0; i < 2 * K; i++)
-			m[i].cap = m[i].size;
-		if (transfer_simple(ft, p, m, 2 * K, "K comms from one listen comm"))
-			goto out;
+	for (int k = 0; k < K; k++) {
+		m[k] = (struct msg){.comm = k, .size = 1000u * (unsigned)(k + 1) + (unsigned)k,
+				    .tag = 4, .iter = (uint64_t)k};
+		m[K + k] = (struct msg){.comm = k, .size = 300000 + (size_t)k, .tag = 4,
+					.iter = (uint64_t)(K + k)};
 	}
+	for (int i = 0; i < 2 * K; i++)
+		m[i].cap = m[i].size;
+	if (transfer_simple(ft, p, m, 2 * K, "K comms from one listen comm"))
+		goto out;
 	if (pairs_close(ft, p, K))
 		goto out;
 	if (lcomm) {
@@ -117,9 +115,20 @@ int scen_reuse(struct ft *ft)
 			goto out;
 		}
 	}
-	/* Part 2: whole lifecycles, repeated. */
+	rc = 0;
+out:
+	if (rc)
+		pairs_close(ft, p, K); /* the comms first, then their listen comm */
+	if (lcomm)
+		pl_close_listen(ft->net, lcomm);
+	return rc;
+}
+
+/* Part 2: whole lifecycles, repeated. */
+static int reuse_cycles(struct ft *ft, struct pair *p)
+{
 	ft->phase = "listen/connect/accept/transfer/close cycles";
-	for (int c = 0; c < CYCLES; c++) {
+	for (int c = 0; c < REUSE_CYCLES; c++) {
 		struct msg m[2] = {
 			{.comm = 0, .size = (size_t)(c * 4099) % 70000 + (size_t)c, .tag = 5,
 			 .iter = 500u + (uint64_t)c},
@@ -130,16 +139,23 @@ int scen_reuse(struct ft *ft)
 		m[1].cap = m[1].size + 10;
 		snprintf(what, sizeof(what), "cycle %d", c);
 		if (pairs_open(ft, p, 1, c % 2))
-			goto out;
+			return -1;
 		if (transfer_simple(ft, p, m, 2, what))
-			goto out;
+			return -1;
 		if (pairs_close(ft, p, 1))
-			goto out;
+			return -1;
 	}
-	rc = 0;
-out:
-	pairs_close(ft, p, K);
-	if (lcomm)
-		pl_close_listen(ft->net, lcomm);
+	return 0;
+}
+
+int scen_reuse(struct ft *ft)
+{
+	struct pair p[REUSE_K];
+	int rc = -1;
+
+	memset(p, 0, sizeof(p));
+	if (!reuse_one_listen(ft, p) && !reuse_cycles(ft, p))
+		rc = 0;
+	pairs_close(ft, p, REUSE_K);
 	return rc;
 }

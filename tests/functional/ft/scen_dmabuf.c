@@ -36,19 +36,17 @@ static uint32_t libfabric_runtime_version(void)
 	return v;
 }
 
-int scen_dmabuf(struct ft *ft)
+/* NCCL_PTR_DMABUF is advertised exactly when it should be: always where tcp
+ * and shm can import a memfd (libfabric 1.20+), never without FI_MR_DMABUF
+ * or with FABNET_DMABUF=0. Rank 0 prints what it found. */
+static int dmabuf_check_advertised(struct ft *ft)
 {
-	static const size_t sizes[] = {1, 4096, MiB, 8 * MiB + 5};
-	static const size_t offset_sizes[] = {1, 4096, MiB, 8 * MiB + 5};
 	uint32_t v = libfabric_runtime_version();
 	unsigned maj = v >> 16, min = v & 0xffff;
 	int advertised = (ft->props.ptrSupport & NCCL_PTR_DMABUF) != 0;
 	const char *prov = getenv("FABNET_PROVIDER");
 	const char *env_dmabuf = getenv("FABNET_DMABUF");
 	int disabled = env_dmabuf && !strcmp(env_dmabuf, "0");
-	struct pair p;
-	struct msg all[4];
-	int rc = -1, saved_timeout = 0;
 
 	/* fabnet-ft is built with the headers the plugin was built with */
 #ifdef FI_MR_DMABUF
@@ -89,21 +87,25 @@ int scen_dmabuf(struct ft *ft)
 			    (unsigned)ft->props.ptrSupport, maj, min);
 	if (advertised && disabled)
 		return fail(ft, "getProperties advertises NCCL_PTR_DMABUF although FABNET_DMABUF=0");
-	if (pairs_open(ft, &p, 1, 1))
-		goto out;
-	/* at most 8 MiB at a time: 20 s without progress is a hang */
-	saved_timeout = ft->op_timeout_ms;
-	if (ft->op_timeout_ms > 20000)
-		ft->op_timeout_ms = 20000;
-	ft->dmabuf = 1;
+	return 0;
+}
+
+/* Transfers through memfd registrations (ft->dmabuf is set): offset 0, 3
+ * pages in, and four live at once. */
+static int dmabuf_transfers(struct ft *ft, struct pair *p)
+{
+	static const size_t sizes[] = {1, 4096, MiB, 8 * MiB + 5};
+	static const size_t offset_sizes[] = {1, 4096, MiB, 8 * MiB + 5};
+	struct msg all[4];
+
 	ft->dmabuf_off = 0;
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		struct msg m = {.comm = 0, .size = sizes[i], .cap = sizes[i], .tag = 31,
 				.iter = 3000 + i};
 		char what[96];
 		snprintf(what, sizeof(what), "%zu bytes, memfd offset 0", sizes[i]);
-		if (transfer_simple(ft, &p, &m, 1, what))
-			goto out;
+		if (transfer_simple(ft, p, &m, 1, what))
+			return -1;
 	}
 	/* a buffer that starts 3 pages into a larger memfd */
 	ft->dmabuf_off = 3 * page_size();
@@ -113,8 +115,8 @@ int scen_dmabuf(struct ft *ft)
 		char what[96];
 		snprintf(what, sizeof(what), "%zu bytes, memfd offset %zu", offset_sizes[i],
 			 ft->dmabuf_off);
-		if (transfer_simple(ft, &p, &m, 1, what))
-			goto out;
+		if (transfer_simple(ft, p, &m, 1, what))
+			return -1;
 	}
 	/* several dma-buf registrations live at once, all outstanding */
 	ft->dmabuf_off = page_size();
@@ -123,7 +125,24 @@ int scen_dmabuf(struct ft *ft)
 				      .iter = 3200u + (uint64_t)i};
 	for (int i = 0; i < 4; i++)
 		all[i].cap = all[i].size + 100;
-	if (transfer_simple(ft, &p, all, 4, "4 outstanding, memfd offset 1 page"))
+	return transfer_simple(ft, p, all, 4, "4 outstanding, memfd offset 1 page");
+}
+
+int scen_dmabuf(struct ft *ft)
+{
+	struct pair p;
+	int rc = -1, saved_timeout = 0;
+
+	if (dmabuf_check_advertised(ft))
+		return -1;
+	if (pairs_open(ft, &p, 1, 1))
+		goto out;
+	/* at most 8 MiB at a time: 20 s without progress is a hang */
+	saved_timeout = ft->op_timeout_ms;
+	if (ft->op_timeout_ms > 20000)
+		ft->op_timeout_ms = 20000;
+	ft->dmabuf = 1;
+	if (dmabuf_transfers(ft, &p))
 		goto out;
 	rc = 0;
 out:

@@ -107,11 +107,88 @@ static int flush_bogus(struct ft *ft, void *comm, void *data, void *mh)
 	return 0;
 }
 
+/* flush_inrank's rounds: one message of each size, then a group of 3. */
+static const size_t flush_one[] = {1, 4096, 100000, 4 * MiB + 3};
+static const size_t flush_grp[] = {0, 5000, 70000};
+#define FLUSH_ROUNDS (sizeof(flush_one) / sizeof(flush_one[0]) + 1)
+
+/* Rank 0's side of one flush_inrank round: the receive of n buffers, verified,
+ * iflush, verified again; the first round also tries bogus arguments. */
+static int flush_recv_round(struct ft *ft, void *comm, size_t k, int n, struct fbuf *b,
+			    const size_t *sz, int expect_req, const char *what)
+{
+	struct xop op[1];
+
+	memset(op, 0, sizeof(op));
+	op[0] = (struct xop){.kind = OP_RECV, .comm = comm, .n = n, .label = (int)k};
+	for (int j = 0; j < n; j++) {
+		op[0].data[j] = b[j].p;
+		op[0].size[j] = sz[j];
+		op[0].tag[j] = 40 + j;
+		op[0].mh[j] = b[j].mh;
+	}
+	if (run_ops(ft, op, 1))
+		return -1;
+	for (int j = 0; j < n; j++)
+		if (check_recv(ft, what, &b[j], sz[j], 4000u + k * 8 + (size_t)j, op[0].got[j]))
+			return -1;
+	if (flush_check(ft, comm, n, op[0].data, op[0].got, op[0].mh, expect_req, what))
+		return -1;
+	for (int j = 0; j < n; j++) /* the flush must not disturb the data */
+		if (check_recv(ft, "after iflush", &b[j], sz[j], 4000u + k * 8 + (size_t)j,
+			       op[0].got[j]))
+			return -1;
+	if (k == 0 && flush_bogus(ft, comm, b[0].p, b[0].mh))
+		return -1;
+	return 0;
+}
+
+/* Round k of flush_inrank: one message of flush_one[k] bytes or, last, a group of 3. */
+static int flush_round(struct ft *ft, void *comm, size_t k, int expect_req)
+{
+	int n = k + 1 < FLUSH_ROUNDS ? 1 : 3, rc = -1;
+	struct fbuf b[3];
+	struct xop op[3];
+	size_t sz[3];
+	char what[96];
+
+	memset(b, 0, sizeof(b));
+	memset(op, 0, sizeof(op));
+	for (int j = 0; j < n; j++)
+		sz[j] = n == 1 ? flush_one[k] : flush_grp[j];
+	if (n == 1)
+		snprintf(what, sizeof(what), "%zu bytes", sz[0]);
+	else
+		snprintf(what, sizeof(what), "group of 3 (%zu, %zu, %zu bytes)", sz[0], sz[1], sz[2]);
+	for (int j = 0; j < n; j++) {
+		if (fbuf_alloc(ft, comm, ft->rank == 0 ? sz[j] + CANARY_PAD : sz[j], &b[j]))
+			goto out;
+		if (ft->rank == 0)
+			canary_fill(b[j].p, 0, b[j].cap);
+		else
+			pat_fill(b[j].p, sz[j], pat_key(ft->seed, sz[j], 4000u + k * 8 + (size_t)j));
+	}
+	if (ft->rank == 0) {
+		if (flush_recv_round(ft, comm, k, n, b, sz, expect_req, what))
+			goto out;
+	} else {
+		for (int j = 0; j < n; j++)
+			op[j] = (struct xop){.kind = OP_SEND, .comm = comm, .n = 1, .data = {b[j].p},
+					     .size = {sz[j]}, .tag = {40 + j}, .mh = {b[j].mh},
+					     .label = j};
+		if (run_ops(ft, op, n))
+			goto out;
+	}
+	rc = 0;
+out:
+	for (int j = 0; j < n; j++)
+		fbuf_free(ft, &b[j], 1);
+	return rc;
+}
+
 /* Transfers on the ranks, iflush after each receive. */
 static int flush_inrank(struct ft *ft, const void *arg)
 {
-	static const size_t one[] = {1, 4096, 100000, 4 * MiB + 3};
-	static const size_t grp[] = {0, 5000, 70000};
 	const char *mode = getenv("FABNET_GDR_FLUSH");
 	int expect_req = flush_expect_request(mode);
 	struct pair p;
@@ -120,68 +197,9 @@ static int flush_inrank(struct ft *ft, const void *arg)
 	(void)arg;
 	if (pairs_open(ft, &p, 1, 1))
 		return -1;
-	for (size_t k = 0; k <= sizeof(one) / sizeof(one[0]); k++) {
-		int n = k < sizeof(one) / sizeof(one[0]) ? 1 : 3;
-		struct fbuf b[3];
-		struct xop op[3];
-		size_t sz[3];
-		char what[96];
-		int ok = 0;
-
-		memset(b, 0, sizeof(b));
-		memset(op, 0, sizeof(op));
-		for (int j = 0; j < n; j++)
-			sz[j] = n == 1 ? one[k] : grp[j];
-		if (n == 1)
-			snprintf(what, sizeof(what), "%zu bytes", sz[0]);
-		else
-			snprintf(what, sizeof(what), "group of 3 (%zu, %zu, %zu bytes)", sz[0], sz[1],
-				 sz[2]);
-		for (int j = 0; j < n; j++) {
-			if (fbuf_alloc(ft, p.comm, ft->rank == 0 ? sz[j] + CANARY_PAD : sz[j], &b[j]))
-				goto next;
-			if (ft->rank == 0)
-				canary_fill(b[j].p, 0, b[j].cap);
-			else
-				pat_fill(b[j].p, sz[j], pat_key(ft->seed, sz[j], 4000u + k * 8 + (size_t)j));
-		}
-		if (ft->rank == 0) {
-			op[0] = (struct xop){.kind = OP_RECV, .comm = p.comm, .n = n, .label = (int)k};
-			for (int j = 0; j < n; j++) {
-				op[0].data[j] = b[j].p;
-				op[0].size[j] = sz[j];
-				op[0].tag[j] = 40 + j;
-				op[0].mh[j] = b[j].mh;
-			}
-			if (run_ops(ft, op, 1))
-				goto next;
-			for (int j = 0; j < n; j++)
-				if (check_recv(ft, what, &b[j], sz[j], 4000u + k * 8 + (size_t)j,
-					       op[0].got[j]))
-					goto next;
-			if (flush_check(ft, p.comm, n, op[0].data, op[0].got, op[0].mh, expect_req, what))
-				goto next;
-			for (int j = 0; j < n; j++) /* the flush must not disturb the data */
-				if (check_recv(ft, "after iflush", &b[j], sz[j], 4000u + k * 8 + (size_t)j,
-					       op[0].got[j]))
-					goto next;
-			if (k == 0 && flush_bogus(ft, p.comm, b[0].p, b[0].mh))
-				goto next;
-		} else {
-			for (int j = 0; j < n; j++)
-				op[j] = (struct xop){.kind = OP_SEND, .comm = p.comm, .n = 1,
-						     .data = {b[j].p}, .size = {sz[j]}, .tag = {40 + j},
-						     .mh = {b[j].mh}, .label = j};
-			if (run_ops(ft, op, n))
-				goto next;
-		}
-		ok = 1;
-next:
-		for (int j = 0; j < n; j++)
-			fbuf_free(ft, &b[j], 1);
-		if (!ok)
+	for (size_t k = 0; k < FLUSH_ROUNDS; k++)
+		if (flush_round(ft, p.comm, k, expect_req))
 			goto out;
-	}
 	if (ft->rank == 0)
 		printf("# flush: FABNET_GDR_FLUSH=%s here: iflush on host memory returned %s\n",
 		       mode ? mode : "(unset)", expect_req ? "real requests" : "NULL requests");

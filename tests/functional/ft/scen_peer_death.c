@@ -106,11 +106,102 @@ static int pd_poll_fn(struct ft *ft, void *arg)
 	return 0;
 }
 
-/* --helper victim --part P: the process that dies or closes early. */
+/* Victim, part "close": closeSend without sending, then exit normally once
+ * the survivor is done. */
+static int victim_close_early(struct ft *ft, struct ctl *ch, void *comm)
+{
+	g_step = "closeSend";
+	CALL(ft, pl_close_send(ft->net, comm), "closeSend");
+	hput(ch, HM_TOKEN, "closed", 7);
+	/* wait for the survivor to finish, then exit normally */
+	hwait_token(ft, ch, "bye", 60000, NULL, NULL);
+	return 0;
+}
+
+/* Victim, part "alive": after its pause (no plugin call), 1 MiB through b,
+ * then closeSend once the survivor is done. */
+static int victim_send_after_pause(struct ft *ft, struct ctl *ch, void *comm, struct fbuf *b)
+{
+	int64_t deadline;
+	int done = 0, got = -1;
+	void *req = NULL;
+
+	pat_fill(b->p, MiB, pat_key(ft->seed, MiB, 79));
+	deadline = now_ms() + ft->op_timeout_ms;
+	while (!req) {
+		g_step = "isend";
+		CALL(ft, pl_isend(ft->net, comm, b->p, MiB, 1, b->mh, &req), "isend");
+		if (now_ms() > deadline)
+			return fail(ft, "isend kept returning NULL after the pause");
+	}
+	while (!done) {
+		g_step = "test";
+		CALL(ft, pl_test(ft->net, req, &done, &got), "test (isend after the pause)");
+		if (now_ms() > deadline)
+			return fail(ft, "the isend after the pause did not complete");
+	}
+	hput(ch, HM_TOKEN, "sent", 5);
+	hwait_token(ft, ch, "bye", 60000, NULL, NULL);
+	g_step = "closeSend";
+	CALL(ft, pl_close_send(ft->net, comm), "closeSend");
+	fbuf_free(ft, b, 1);
+	return 0;
+}
+
+/* Victim, part "send": a 64 MiB isend through b that must still be moving
+ * (the victim runs with FABNET_MAX_WRITE=4096, FABNET_WRITES_IN_FLIGHT=1). */
+static int victim_start_slow_send(struct ft *ft, void *comm, struct fbuf *b, struct pd_poll *pp)
+{
+	int64_t deadline = now_ms() + ft->op_timeout_ms;
+	void *req = NULL;
+
+	pat_fill(b->p, PD_BIG, pat_key(ft->seed, PD_BIG, 77));
+	while (!req) {
+		g_step = "isend";
+		CALL(ft, pl_isend(ft->net, comm, b->p, PD_BIG, 1, b->mh, &req), "isend");
+		if (now_ms() > deadline)
+			return fail(ft, "isend of 64 MiB kept returning NULL");
+	}
+	pp->req = req;
+	for (int i = 0; i < 50; i++) { /* move some of it */
+		pd_poll_fn(ft, pp);
+		usleep(1000);
+	}
+	if (pp->done)
+		return fail(ft, "the 64 MiB isend completed (%d) although the victim "
+			    "was set up to be slow (FABNET_MAX_WRITE=4096, "
+			    "FABNET_WRITES_IN_FLIGHT=1)", (int)pp->res);
+	return 0;
+}
+
+/* Victim, part "recv": a 64 MiB irecv that progresses until the survivor is
+ * sending, then no more. */
+static int victim_receive(struct ft *ft, struct ctl *ch, void *comm, struct fbuf *b,
+			  struct pd_poll *pp)
+{
+	size_t sz = PD_BIG;
+	int tag = 1;
+	void *req = NULL;
+
+	if (fbuf_alloc(ft, comm, PD_BIG, b) ||
+	    h_irecv(ft, comm, 1, (void **)&b->p, &sz, &tag, &b->mh, &req, ft->op_timeout_ms))
+		return -1;
+	hput(ch, HM_TOKEN, "posted", 7);
+	pp->req = req;
+	if (hwait_token(ft, ch, "sending", ft->op_timeout_ms, pd_poll_fn, pp))
+		return -1;
+	/* from now on no progress: the send cannot finish */
+	hput(ch, HM_TOKEN, "ready", 6);
+	return 0;
+}
+
+/* --helper victim --part P: the process that dies or closes early. Failures in
+ * set-up reach the survivor as a "fail:WHY" token; a failed transfer call ends
+ * the process, which the survivor sees as its channel closing. */
 int helper_victim(struct ft *ft, struct ctl *ch, const char *part)
 {
 	int sender = strcmp(part, "recv") != 0;
-	void *lcomm = NULL, *comm = NULL, *req = NULL;
+	void *lcomm = NULL, *comm = NULL;
 	struct fbuf b;
 	struct pd_poll pp;
 
@@ -118,77 +209,26 @@ int helper_victim(struct ft *ft, struct ctl *ch, const char *part)
 	memset(&pp, 0, sizeof(pp));
 	if (h_init(ft) || pd_connect(ft, ch, !sender, &lcomm, &comm))
 		goto failed;
-	if (sender) {
+	if (!sender) {
+		if (victim_receive(ft, ch, comm, &b, &pp))
+			goto failed;
+	} else {
 		if (hwait_token(ft, ch, "posted", ft->op_timeout_ms, NULL, NULL))
 			goto failed;
-		if (!strcmp(part, "close")) {
-			g_step = "closeSend";
-			CALL(ft, pl_close_send(ft->net, comm), "closeSend");
-			hput(ch, HM_TOKEN, "closed", 7);
-			/* wait for the survivor to finish, then exit normally */
-			hwait_token(ft, ch, "bye", 60000, NULL, NULL);
-			return 0;
-		}
+		if (!strcmp(part, "close"))
+			return victim_close_early(ft, ch, comm);
 		if (!strcmp(part, "alive")) {
-			int64_t deadline;
-			int done = 0, got = -1;
 			usleep(PD_ALIVE_MS * 1000); /* alive, but no plugin call */
 			if (fbuf_alloc(ft, comm, MiB, &b))
 				goto failed;
-			pat_fill(b.p, MiB, pat_key(ft->seed, MiB, 79));
-			deadline = now_ms() + ft->op_timeout_ms;
-			while (!req) {
-				g_step = "isend";
-				CALL(ft, pl_isend(ft->net, comm, b.p, MiB, 1, b.mh, &req), "isend");
-				if (now_ms() > deadline)
-					return fail(ft, "isend kept returning NULL after the pause");
-			}
-			while (!done) {
-				g_step = "test";
-				CALL(ft, pl_test(ft->net, req, &done, &got), "test (isend after the pause)");
-				if (now_ms() > deadline)
-					return fail(ft, "the isend after the pause did not complete");
-			}
-			hput(ch, HM_TOKEN, "sent", 5);
-			hwait_token(ft, ch, "bye", 60000, NULL, NULL);
-			g_step = "closeSend";
-			CALL(ft, pl_close_send(ft->net, comm), "closeSend");
-			fbuf_free(ft, &b, 1);
-			return 0;
+			return victim_send_after_pause(ft, ch, comm, &b);
 		}
 		if (!strcmp(part, "send")) {
-			int64_t deadline = now_ms() + ft->op_timeout_ms;
 			if (fbuf_alloc(ft, comm, PD_BIG, &b))
 				goto failed;
-			pat_fill(b.p, PD_BIG, pat_key(ft->seed, PD_BIG, 77));
-			while (!req) {
-				g_step = "isend";
-				CALL(ft, pl_isend(ft->net, comm, b.p, PD_BIG, 1, b.mh, &req), "isend");
-				if (now_ms() > deadline)
-					return fail(ft, "isend of 64 MiB kept returning NULL");
-			}
-			pp.req = req;
-			for (int i = 0; i < 50; i++) { /* move some of it */
-				pd_poll_fn(ft, &pp);
-				usleep(1000);
-			}
-			if (pp.done)
-				return fail(ft, "the 64 MiB isend completed (%d) although the victim "
-					    "was set up to be slow (FABNET_MAX_WRITE=4096, "
-					    "FABNET_WRITES_IN_FLIGHT=1)", (int)pp.res);
+			if (victim_start_slow_send(ft, comm, &b, &pp))
+				return -1;
 		}
-		hput(ch, HM_TOKEN, "ready", 6);
-	} else { /* receiver */
-		size_t sz = PD_BIG;
-		int tag = 1;
-		if (fbuf_alloc(ft, comm, PD_BIG, &b) ||
-		    h_irecv(ft, comm, 1, (void **)&b.p, &sz, &tag, &b.mh, &req, ft->op_timeout_ms))
-			goto failed;
-		hput(ch, HM_TOKEN, "posted", 7);
-		pp.req = req;
-		if (hwait_token(ft, ch, "sending", ft->op_timeout_ms, pd_poll_fn, &pp))
-			goto failed;
-		/* from now on no progress: the send cannot finish */
 		hput(ch, HM_TOKEN, "ready", 6);
 	}
 	/* wait to be killed, making no progress */
@@ -257,28 +297,31 @@ static int pd_alive(struct ft *ft, struct ctl *up, struct helper *v, void *comm,
 	return 0;
 }
 
-/* --helper survivor --part P */
-int helper_survivor(struct ft *ft, struct ctl *up, const char *part)
-{
-	int receiver = strcmp(part, "recv") != 0;
-	const char *vextra[3] = {NULL, NULL, NULL};
-	struct helper v;
+/* The survivor's state through one part. */
+struct survivor {
+	const char *part;
+	int receiver;          /* it receives (every part but recv) */
+	int closes;            /* part close: the peer closes instead of dying */
+	struct helper v;       /* the victim */
 	struct logcap lc;
-	void *lcomm = NULL, *comm = NULL, *req = NULL;
+	int captured;          /* lc holds our stderr */
+	void *lcomm, *comm;
 	struct fbuf b;
-	struct pd_poll pp;
-	int64_t t_event = 0, t_err = 0, t_close = 0;
-	int rc = -1, captured = 0, st = 0, send_completed = 0;
-	ncclResult_t res = ncclSuccess;
-	char line[2048];
+	struct pd_poll pp;     /* the request that must fail */
+	int64_t t_event, t_err;
+	int send_completed;    /* the whole send left before the receiver died */
+	ncclResult_t res;
+	int st;
+};
 
-	memset(&b, 0, sizeof(b));
-	memset(&pp, 0, sizeof(pp));
-	memset(&v, 0, sizeof(v));
-	memset(&lc, 0, sizeof(lc));
-	lc.fd = lc.saved = -1;
-	v.pid = -1;
-	v.ch.fd = -1;
+/* Checks the part and starts the victim. 0: started, 1: the part is skipped
+ * here (said in a note), -1: failed. */
+static int survivor_start_victim(struct ft *ft, struct ctl *up, struct survivor *s)
+{
+	const char *vextra[3] = {NULL, NULL, NULL};
+	const char *part = s->part;
+	int remote = !strcmp(part, "idle-remote"), r;
+
 	if (!strcmp(part, "send")) { /* a slow sender: its transfer is surely cut */
 		vextra[0] = "FABNET_MAX_WRITE=4096";
 		vextra[1] = "FABNET_WRITES_IN_FLIGHT=1";
@@ -286,230 +329,282 @@ int helper_survivor(struct ft *ft, struct ctl *up, const char *part)
 	if (strcmp(part, "idle") && strcmp(part, "send") && strcmp(part, "recv") &&
 	    strcmp(part, "close") && strcmp(part, "alive") && strcmp(part, "idle-remote"))
 		return fail(ft, "unknown peer-death part \"%s\"", part);
-	if (!strcmp(part, "idle-remote")) {
+	if (remote) {
 		const char *prov = getenv("FABNET_PROVIDER") ? getenv("FABNET_PROVIDER") :
 				   getenv("FI_PROVIDER");
 		if (prov && !strcmp(prov, "shm")) {
 			hnote(up, "# peer-death %s: skipped on shm (its peers share a host, where the "
 			      "plugin checks the peer's pid)", part);
-			return 0;
+			return 1;
 		}
 	}
 	/* the victim first: it must not inherit our endpoint */
-	{
-		int remote = !strcmp(part, "idle-remote");
-		int r = helper_spawn(ft, "victim", remote ? "idle" : part, vextra, -1,
-				     remote ? HS_NEWPIDNS : 0, &v);
-		if (r < 0)
-			return -1;
-		if (r > 0) {
-			hnote(up, "# peer-death %s: skipped: no permission to create a pid namespace "
-			      "(run as root)", part);
-			return 0;
-		}
+	r = helper_spawn(ft, "victim", remote ? "idle" : part, vextra, -1,
+			 remote ? HS_NEWPIDNS : 0, &s->v);
+	if (r < 0)
+		return -1;
+	if (r > 0) {
+		hnote(up, "# peer-death %s: skipped: no permission to create a pid namespace "
+		      "(run as root)", part);
+		return 1;
 	}
-	if (logcap_start(&lc) == 0)
-		captured = 1;
-	if (h_init(ft) || pd_connect(ft, &v.ch, receiver, &lcomm, &comm))
-		goto out;
-	if (!strcmp(part, "alive")) {
-		if (pd_alive(ft, up, &v, comm, &b))
-			goto out;
-		g_step = "closeRecv";
-		res = pl_close_recv(ft->net, comm);
-		comm = NULL;
-		if (res != ncclSuccess) {
-			fail(ft, "closeRecv returned %d (%s)", (int)res, pl_result_str(res));
-			goto out;
-		}
-		rc = 0;
-		goto out;
+	return 0;
+}
+
+/* The survivor receives: an irecv the victim's death (or close) must fail. */
+static int survivor_post_irecv(struct ft *ft, struct survivor *s)
+{
+	size_t sz = s->closes ? MiB : PD_BIG;
+	int tag = 1;
+	void *req = NULL;
+
+	if (fbuf_alloc(ft, s->comm, sz, &s->b) ||
+	    h_irecv(ft, s->comm, 1, (void **)&s->b.p, &sz, &tag, &s->b.mh, &req, ft->op_timeout_ms))
+		return -1;
+	if (hput(&s->v.ch, HM_TOKEN, "posted", 7))
+		return fail(ft, "channel to the victim: %s", s->v.ch.err);
+	s->pp.req = req;
+	if (hwait_token(ft, &s->v.ch, s->closes ? "closed" : "ready", ft->op_timeout_ms,
+			pd_poll_fn, &s->pp))
+		return -1;
+	if (s->pp.done && s->closes) {
+		/* already failed: fine, as long as it is the right error */
+	} else if (s->pp.done) {
+		return fail(ft, "the irecv completed (%d, %s) before the victim was killed",
+			    (int)s->pp.res, pl_result_str(s->pp.res));
 	}
-	if (receiver) {
-		size_t sz = !strcmp(part, "close") ? MiB : PD_BIG;
-		int tag = 1;
-		if (fbuf_alloc(ft, comm, sz, &b) ||
-		    h_irecv(ft, comm, 1, (void **)&b.p, &sz, &tag, &b.mh, &req, ft->op_timeout_ms))
-			goto out;
-		if (hput(&v.ch, HM_TOKEN, "posted", 7)) {
-			fail(ft, "channel to the victim: %s", v.ch.err);
-			goto out;
-		}
-		pp.req = req;
-		if (hwait_token(ft, &v.ch, !strcmp(part, "close") ? "closed" : "ready",
-				ft->op_timeout_ms, pd_poll_fn, &pp))
-			goto out;
-		if (pp.done && !strcmp(part, "close")) {
-			/* already failed: fine, as long as it is the right error */
-		} else if (pp.done) {
-			fail(ft, "the irecv completed (%d, %s) before the victim was killed",
-			     (int)pp.res, pl_result_str(pp.res));
-			goto out;
-		}
-	} else {
-		int64_t deadline = now_ms() + ft->op_timeout_ms;
-		if (fbuf_alloc(ft, comm, PD_BIG, &b))
-			goto out;
-		pat_fill(b.p, PD_BIG, pat_key(ft->seed, PD_BIG, 78));
-		if (hwait_token(ft, &v.ch, "posted", ft->op_timeout_ms, NULL, NULL))
-			goto out;
-		while (!req) {
-			g_step = "isend";
-			res = pl_isend(ft->net, comm, b.p, PD_BIG, 1, b.mh, &req);
-			if (res != ncclSuccess) {
-				fail(ft, "isend of 64 MiB returned %d (%s) before the receiver died",
-				     (int)res, pl_result_str(res));
-				goto out;
-			}
-			if (now_ms() > deadline) {
-				fail(ft, "isend of 64 MiB kept returning NULL although the receiver "
-				     "posted its irecv");
-				goto out;
-			}
-		}
-		pp.req = req;
-		for (int i = 0; i < 20; i++) {
-			pd_poll_fn(ft, &pp);
-			usleep(1000);
-		}
-		if (hput(&v.ch, HM_TOKEN, "sending", 8) ||
-		    hwait_token(ft, &v.ch, "ready", ft->op_timeout_ms, pd_poll_fn, &pp))
-			goto out;
+	return 0;
+}
+
+/* The survivor sends: 64 MiB in flight when the receiving victim dies. */
+static int survivor_start_isend(struct ft *ft, struct survivor *s)
+{
+	int64_t deadline = now_ms() + ft->op_timeout_ms;
+	void *req = NULL;
+
+	if (fbuf_alloc(ft, s->comm, PD_BIG, &s->b))
+		return -1;
+	pat_fill(s->b.p, PD_BIG, pat_key(ft->seed, PD_BIG, 78));
+	if (hwait_token(ft, &s->v.ch, "posted", ft->op_timeout_ms, NULL, NULL))
+		return -1;
+	while (!req) {
+		g_step = "isend";
+		s->res = pl_isend(ft->net, s->comm, s->b.p, PD_BIG, 1, s->b.mh, &req);
+		if (s->res != ncclSuccess)
+			return fail(ft, "isend of 64 MiB returned %d (%s) before the receiver died",
+				    (int)s->res, pl_result_str(s->res));
+		if (now_ms() > deadline)
+			return fail(ft, "isend of 64 MiB kept returning NULL although the receiver "
+				    "posted its irecv");
 	}
-	/* the event: SIGKILL, or the victim's closeSend has returned (the log is
-	 * read from the start of the part: a quick provider may report the event
-	 * while we still wait for the victim's word) */
-	if (strcmp(part, "close")) {
-		pid_t vpid = v.pid;
-		kill(v.pid, SIGKILL);
-		if (helper_reap(&v, 5000, &st)) {
-			fail(ft, "the victim did not die within 5 s of SIGKILL");
-			goto out;
-		}
+	s->pp.req = req;
+	for (int i = 0; i < 20; i++) {
+		pd_poll_fn(ft, &s->pp);
+		usleep(1000);
+	}
+	if (hput(&s->v.ch, HM_TOKEN, "sending", 8) ||
+	    hwait_token(ft, &s->v.ch, "ready", ft->op_timeout_ms, pd_poll_fn, &s->pp))
+		return -1;
+	return 0;
+}
+
+/* The event: SIGKILL, or the victim's closeSend has returned (the log is read
+ * from the start of the part: a quick provider may report the event while we
+ * still wait for the victim's word). Sets t_event. */
+static int survivor_kill_victim(struct ft *ft, struct survivor *s)
+{
+	if (!s->closes) {
+		pid_t vpid = s->v.pid;
+		kill(s->v.pid, SIGKILL);
+		if (helper_reap(&s->v, 5000, &s->st))
+			return fail(ft, "the victim did not die within 5 s of SIGKILL");
 		shm_leftovers_remove(vpid);
 	}
-	t_event = now_ms();
-	/* wait for the request to fail */
+	s->t_event = now_ms();
+	return 0;
+}
+
+/* Waits for the request to fail (sets res and t_err); a hang past the bound
+ * plus 9 s (and FABNET_FT_PD_WAIT_S) fails. */
+static int survivor_wait_error(struct ft *ft, struct survivor *s)
+{
+	int64_t limit = s->closes ? PD_CLOSE_BOUND_MS : PD_BOUND_MS;
+
 	for (;;) {
-		int64_t limit = !strcmp(part, "close") ? PD_CLOSE_BOUND_MS : PD_BOUND_MS;
-		if (!pp.done)
-			pd_poll_fn(ft, &pp);
-		if (pp.done && pp.res == ncclSuccess && !receiver) {
+		if (!s->pp.done)
+			pd_poll_fn(ft, &s->pp);
+		if (s->pp.done && s->pp.res == ncclSuccess && !s->receiver) {
 			/* the whole send left before the receiver died (providers that
 			 * write without the target's help): the comm must still fail */
 			void *r2 = NULL;
-			send_completed = 1;
+			s->send_completed = 1;
 			g_step = "isend";
-			res = pl_isend(ft->net, comm, b.p, 4096, 2, b.mh, &r2);
-			if (res != ncclSuccess) {
-				t_err = now_ms();
-				break;
+			s->res = pl_isend(ft->net, s->comm, s->b.p, 4096, 2, s->b.mh, &r2);
+			if (s->res != ncclSuccess) {
+				s->t_err = now_ms();
+				return 0;
 			}
-			if (r2) {
-				fail(ft, "isend after the receiver died returned a request: nothing can "
-				     "have answered it");
-				goto out;
-			}
-		} else if (pp.done) {
-			res = pp.res;
-			t_err = now_ms();
-			if (res == ncclSuccess) {
-				fail(ft, "test() completed the %s successfully after the peer %s",
-				     receiver ? "irecv" : "isend",
-				     strcmp(part, "close") ? "was killed" : "closed without sending");
-				goto out;
-			}
-			break;
+			if (r2)
+				return fail(ft, "isend after the receiver died returned a request: "
+					    "nothing can have answered it");
+		} else if (s->pp.done) {
+			s->res = s->pp.res;
+			s->t_err = now_ms();
+			if (s->res == ncclSuccess)
+				return fail(ft, "test() completed the %s successfully after the peer %s",
+					    s->receiver ? "irecv" : "isend",
+					    !s->closes ? "was killed" : "closed without sending");
+			return 0;
 		}
-		if (now_ms() - t_event > limit + 9000 + pd_extra_wait_ms()) {
-			fail(ft, "no error %.1f s after the peer %s (the bound is %.1f s): test() on "
-			     "the %s still reports it in progress (hang)",
-			     (double)(now_ms() - t_event) / 1000.0,
-			     strcmp(part, "close") ? "was killed" : "closed", (double)limit / 1000.0,
-			     receiver ? "irecv" : "isend");
-			goto out;
-		}
+		if (now_ms() - s->t_event > limit + 9000 + pd_extra_wait_ms())
+			return fail(ft, "no error %.1f s after the peer %s (the bound is %.1f s): "
+				    "test() on the %s still reports it in progress (hang)",
+				    (double)(now_ms() - s->t_event) / 1000.0,
+				    !s->closes ? "was killed" : "closed", (double)limit / 1000.0,
+				    s->receiver ? "irecv" : "isend");
 		usleep(500);
 	}
-	{
-		double secs = (double)(t_err - t_event) / 1000.0;
-		int64_t limit = !strcmp(part, "close") ? PD_CLOSE_BOUND_MS : PD_BOUND_MS;
-		hnote(up, "# peer-death %s: %s returned %d (%s) %.2f s after the peer %s%s", part,
-		      send_completed ? "a new isend" : "test()", (int)res, pl_result_str(res), secs,
-		      strcmp(part, "close") ? "was killed" : "closed",
-		      send_completed ? " (the 64 MiB send had completed before the death)" : "");
-		if (t_err - t_event > limit) {
-			fail(ft, "the error came %.2f s after the peer %s, more than %.1f s "
-			     "(FABNET_PEER_TIMEOUT_MS=%d)", secs,
-			     strcmp(part, "close") ? "was killed" : "closed", (double)limit / 1000.0,
-			     PD_TIMEOUT_MS);
-			goto out;
-		}
-		if (!strcmp(part, "close") && res != ncclRemoteError) {
-			fail(ft, "test() returned %d (%s), not ncclRemoteError, after the peer closed",
-			     (int)res, pl_result_str(res));
-			goto out;
-		}
-	}
-	/* close must return, promptly */
-	g_step = receiver ? "closeRecv" : "closeSend";
-	{
-		int64_t t0 = now_ms();
-		res = receiver ? pl_close_recv(ft->net, comm) : pl_close_send(ft->net, comm);
-		t_close = now_ms() - t0;
-		comm = NULL;
-		if (res != ncclSuccess) {
-			fail(ft, "%s after the peer's death returned %d (%s)", g_step, (int)res,
-			     pl_result_str(res));
-			goto out;
-		}
-		if (t_close > PD_BOUND_MS) {
-			fail(ft, "%s took %.2f s", g_step, (double)t_close / 1000.0);
-			goto out;
-		}
-	}
-	if (fbuf_free(ft, &b, 1))
-		goto out;
-	/* the log names the comm */
-	if (captured) {
-		char *log = logcap_since_mark(&lc);
-		static const char *const died[] = {"comm ", "peer comm ", " at ", "failed", NULL};
-		static const char *const closed[] = {"on comm ", "closed", NULL};
-		const char *const *words = strcmp(part, "close") ? died : closed;
-		if (!log || !log_has_line(log, words, line, sizeof(line))) {
-			fail(ft, "no log line names the comm (expected a line with %s); the log "
-			     "was:\n%.4000s", strcmp(part, "close") ?
-			     "\"comm N ... peer comm M at ADDR ... failed\"" : "\"on comm N ... closed\"",
-			     log ? log : "(none)");
-			free(log);
-			goto out;
-		}
+}
+
+/* The error came within the bound, and a close is ncclRemoteError. */
+static int survivor_check_error(struct ft *ft, struct ctl *up, struct survivor *s)
+{
+	double secs = (double)(s->t_err - s->t_event) / 1000.0;
+	int64_t limit = s->closes ? PD_CLOSE_BOUND_MS : PD_BOUND_MS;
+	const char *event = !s->closes ? "was killed" : "closed";
+
+	hnote(up, "# peer-death %s: %s returned %d (%s) %.2f s after the peer %s%s", s->part,
+	      s->send_completed ? "a new isend" : "test()", (int)s->res, pl_result_str(s->res),
+	      secs, event,
+	      s->send_completed ? " (the 64 MiB send had completed before the death)" : "");
+	if (s->t_err - s->t_event > limit)
+		return fail(ft, "the error came %.2f s after the peer %s, more than %.1f s "
+			    "(FABNET_PEER_TIMEOUT_MS=%d)", secs, event, (double)limit / 1000.0,
+			    PD_TIMEOUT_MS);
+	if (s->closes && s->res != ncclRemoteError)
+		return fail(ft, "test() returned %d (%s), not ncclRemoteError, after the peer closed",
+			    (int)s->res, pl_result_str(s->res));
+	return 0;
+}
+
+/* Closing the failed comm must return, promptly. */
+static int survivor_close(struct ft *ft, struct survivor *s)
+{
+	int64_t t0 = now_ms(), t_close;
+
+	g_step = s->receiver ? "closeRecv" : "closeSend";
+	s->res = s->receiver ? pl_close_recv(ft->net, s->comm) : pl_close_send(ft->net, s->comm);
+	t_close = now_ms() - t0;
+	s->comm = NULL;
+	if (s->res != ncclSuccess)
+		return fail(ft, "%s after the peer's death returned %d (%s)", g_step, (int)s->res,
+			    pl_result_str(s->res));
+	if (t_close > PD_BOUND_MS)
+		return fail(ft, "%s took %.2f s", g_step, (double)t_close / 1000.0);
+	return 0;
+}
+
+/* A line of the plugin's log names the comm. */
+static int survivor_check_log(struct ft *ft, struct ctl *up, struct survivor *s)
+{
+	static const char *const died[] = {"comm ", "peer comm ", " at ", "failed", NULL};
+	static const char *const closed[] = {"on comm ", "closed", NULL};
+	char *log = logcap_since_mark(&s->lc);
+	char line[2048];
+
+	if (!log || !log_has_line(log, s->closes ? closed : died, line, sizeof(line))) {
+		fail(ft, "no log line names the comm (expected a line with %s); the log "
+		     "was:\n%.4000s", !s->closes ?
+		     "\"comm N ... peer comm M at ADDR ... failed\"" : "\"on comm N ... closed\"",
+		     log ? log : "(none)");
 		free(log);
-		hnote(up, "# peer-death %s: log: %s", part, line);
+		return -1;
 	}
-	rc = 0;
-out:
-	if (comm && receiver)
-		pl_close_recv(ft->net, comm);
-	else if (comm)
-		pl_close_send(ft->net, comm);
-	if (lcomm)
-		pl_close_listen(ft->net, lcomm);
-	fbuf_free(ft, &b, 1);
-	if (v.pid > 0 && (!strcmp(part, "close") || !strcmp(part, "alive")) && rc == 0) {
-		hput(&v.ch, HM_TOKEN, "bye", 4);
-		if (helper_reap(&v, 15000, &st)) {
-			rc = fail(ft, "the peer (%s) did not exit", part);
-		} else if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+	free(log);
+	hnote(up, "# peer-death %s: log: %s", s->part, line);
+	return 0;
+}
+
+/* The part "alive": no false alarm, then a normal close. */
+static int survivor_alive(struct ft *ft, struct ctl *up, struct survivor *s)
+{
+	if (pd_alive(ft, up, &s->v, s->comm, &s->b))
+		return -1;
+	g_step = "closeRecv";
+	s->res = pl_close_recv(ft->net, s->comm);
+	s->comm = NULL;
+	if (s->res != ncclSuccess)
+		return fail(ft, "closeRecv returned %d (%s)", (int)s->res, pl_result_str(s->res));
+	return 0;
+}
+
+/* Everything after the victim is connected: the request, the event, the error
+ * within the bound, a prompt close, the log line. */
+static int survivor_run(struct ft *ft, struct ctl *up, struct survivor *s)
+{
+	if (!strcmp(s->part, "alive"))
+		return survivor_alive(ft, up, s);
+	if (s->receiver ? survivor_post_irecv(ft, s) : survivor_start_isend(ft, s))
+		return -1;
+	if (survivor_kill_victim(ft, s) || survivor_wait_error(ft, s) ||
+	    survivor_check_error(ft, up, s) || survivor_close(ft, s))
+		return -1;
+	if (fbuf_free(ft, &s->b, 1))
+		return -1;
+	if (s->captured && survivor_check_log(ft, up, s))
+		return -1;
+	return 0;
+}
+
+/* Closes what is left; a victim that closes (close, alive) must then exit 0. */
+static int survivor_cleanup(struct ft *ft, struct survivor *s, int rc)
+{
+	if (s->comm && s->receiver)
+		pl_close_recv(ft->net, s->comm);
+	else if (s->comm)
+		pl_close_send(ft->net, s->comm);
+	if (s->lcomm)
+		pl_close_listen(ft->net, s->lcomm);
+	fbuf_free(ft, &s->b, 1);
+	if (s->v.pid > 0 && (s->closes || !strcmp(s->part, "alive")) && rc == 0) {
+		hput(&s->v.ch, HM_TOKEN, "bye", 4);
+		if (helper_reap(&s->v, 15000, &s->st)) {
+			rc = fail(ft, "the peer (%s) did not exit", s->part);
+		} else if (!WIFEXITED(s->st) || WEXITSTATUS(s->st)) {
 			char d[128];
-			describe_status(st, d, sizeof(d));
-			rc = fail(ft, "the peer (%s) %s", part, d);
+			describe_status(s->st, d, sizeof(d));
+			rc = fail(ft, "the peer (%s) %s", s->part, d);
 		}
 	}
-	helper_kill(&v);
-	if (captured)
-		logcap_stop(&lc);
+	helper_kill(&s->v);
+	if (s->captured)
+		logcap_stop(&s->lc);
 	return rc;
+}
+
+/* --helper survivor --part P */
+int helper_survivor(struct ft *ft, struct ctl *up, const char *part)
+{
+	struct survivor s;
+	int rc = -1, r;
+
+	memset(&s, 0, sizeof(s));
+	s.part = part;
+	s.receiver = strcmp(part, "recv") != 0;
+	s.closes = !strcmp(part, "close");
+	s.lc.fd = s.lc.saved = -1;
+	s.v.pid = -1;
+	s.v.ch.fd = -1;
+	s.res = ncclSuccess;
+	r = survivor_start_victim(ft, up, &s);
+	if (r)
+		return r < 0 ? -1 : 0;
+	if (logcap_start(&s.lc) == 0)
+		s.captured = 1;
+	if (!h_init(ft) && !pd_connect(ft, &s.v.ch, s.receiver, &s.lcomm, &s.comm) &&
+	    !survivor_run(ft, up, &s))
+		rc = 0;
+	return survivor_cleanup(ft, &s, rc);
 }
 
 static int pd_part(struct ft *ft, const void *arg)

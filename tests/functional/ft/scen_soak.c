@@ -189,11 +189,35 @@ static int soak_schedule(struct ft *ft, struct soak_comm *sc, uint64_t *msgs, ui
 
 #define SOAK_ALIGN(x) (((x) + 63) & ~(size_t)63)
 
-/* Receiver: post the next groups, test those in flight, verify. Returns the
- * number of messages completed, or -1. */
-static int soak_recv_step(struct ft *ft, struct soak_comm *c, void *comm)
+/* Room in the ring for group g's buffers, each followed by its canary. 0, or
+ * -1 when the ring is full. */
+static int soak_recv_alloc(struct soak_comm *c, struct soak_rop *op, const struct soak_grp *g)
 {
-	int completed = 0;
+	size_t need = 0, o;
+	long off;
+
+	for (int j = 0; j < g->n; j++)
+		need += SOAK_ALIGN(c->e[g->first + (uint32_t)j].cap + SOAK_TAIL);
+	off = ring_alloc(&c->ring, need);
+	if (off < 0)
+		return -1;
+	op->grp = c->next_grp;
+	op->off = (size_t)off;
+	op->len = need;
+	op->allocated = 1;
+	op->req = NULL;
+	o = op->off;
+	for (int j = 0; j < g->n; j++) {
+		const struct soak_ent *e = &c->e[g->first + (uint32_t)j];
+		canary_fill(c->ring.base + o, e->size, (size_t)e->cap + SOAK_TAIL);
+		o += SOAK_ALIGN(e->cap + SOAK_TAIL);
+	}
+	return 0;
+}
+
+/* Posts the next groups while the window and the ring have room. */
+static int soak_recv_post(struct ft *ft, struct soak_comm *c, void *comm)
+{
 	ncclResult_t r;
 
 	while (c->rcount < SOAK_RWIN && c->next_grp < c->ng) {
@@ -202,26 +226,8 @@ static int soak_recv_step(struct ft *ft, struct soak_comm *c, void *comm)
 		void *data[MAX_GROUP], *mh[MAX_GROUP];
 		size_t sizes[MAX_GROUP], o;
 		int tags[MAX_GROUP];
-		if (!op->allocated) {
-			size_t need = 0;
-			long off;
-			for (int j = 0; j < g->n; j++)
-				need += SOAK_ALIGN(c->e[g->first + (uint32_t)j].cap + SOAK_TAIL);
-			off = ring_alloc(&c->ring, need);
-			if (off < 0)
-				break;
-			op->grp = c->next_grp;
-			op->off = (size_t)off;
-			op->len = need;
-			op->allocated = 1;
-			op->req = NULL;
-			o = op->off;
-			for (int j = 0; j < g->n; j++) {
-				const struct soak_ent *e = &c->e[g->first + (uint32_t)j];
-				canary_fill(c->ring.base + o, e->size, (size_t)e->cap + SOAK_TAIL);
-				o += SOAK_ALIGN(e->cap + SOAK_TAIL);
-			}
-		}
+		if (!op->allocated && soak_recv_alloc(c, op, g))
+			break;
 		o = op->off;
 		for (int j = 0; j < g->n; j++) {
 			const struct soak_ent *e = &c->e[g->first + (uint32_t)j];
@@ -242,11 +248,47 @@ static int soak_recv_step(struct ft *ft, struct soak_comm *c, void *comm)
 		c->rcount++;
 		c->next_grp++;
 	}
+	return 0;
+}
+
+/* A completed group: the sizes test() reported, every byte, every canary. */
+static int soak_recv_verify(struct ft *ft, struct soak_comm *c, const struct soak_rop *op,
+			    const int *got)
+{
+	const struct soak_grp *g = &c->g[op->grp];
+	size_t o = op->off;
+
+	for (int j = 0; j < g->n; j++) {
+		const struct soak_ent *e = &c->e[g->first + (uint32_t)j];
+		uint8_t *p = c->ring.base + o;
+		char why[400];
+		if (got[j] != (int)e->size)
+			return fail(ft, "message %" PRIu64 " (group %u, %d of %d): test() reported "
+				    "%d bytes, %u were sent", e->id, op->grp, j, g->n, got[j],
+				    e->size);
+		if (pat_check(p, e->size, pat_key(ft->seed, e->size, e->id), why, sizeof(why)) ||
+		    canary_check(p, e->size, (size_t)e->cap + SOAK_TAIL, why, sizeof(why)))
+			return fail(ft, "message %" PRIu64 " (group %u, %d of %d, %u bytes into a "
+				    "%u-byte buffer): %s", e->id, op->grp, j, g->n, e->size,
+				    e->cap, why);
+		o += SOAK_ALIGN(e->cap + SOAK_TAIL);
+	}
+	return 0;
+}
+
+/* Receiver: post the next groups, test those in flight, verify. Returns the
+ * number of messages completed, or -1. */
+static int soak_recv_step(struct ft *ft, struct soak_comm *c, void *comm)
+{
+	int completed = 0;
+	ncclResult_t r;
+
+	if (soak_recv_post(ft, c, comm))
+		return -1;
 	for (unsigned k = 0; k < c->rcount; k++) {
 		struct soak_rop *op = &c->r[(c->rhead + k) % SOAK_RWIN];
 		const struct soak_grp *g = &c->g[op->grp];
 		int done = 0, got[MAX_GROUP];
-		size_t o = op->off;
 		if (!op->req)
 			continue;
 		g_step = "test";
@@ -257,21 +299,8 @@ static int soak_recv_step(struct ft *ft, struct soak_comm *c, void *comm)
 		if (!done)
 			continue;
 		op->req = NULL;
-		for (int j = 0; j < g->n; j++) {
-			const struct soak_ent *e = &c->e[g->first + (uint32_t)j];
-			uint8_t *p = c->ring.base + o;
-			char why[400];
-			if (got[j] != (int)e->size)
-				return fail(ft, "message %" PRIu64 " (group %u, %d of %d): test() reported "
-					    "%d bytes, %u were sent", e->id, op->grp, j, g->n, got[j],
-					    e->size);
-			if (pat_check(p, e->size, pat_key(ft->seed, e->size, e->id), why, sizeof(why)) ||
-			    canary_check(p, e->size, (size_t)e->cap + SOAK_TAIL, why, sizeof(why)))
-				return fail(ft, "message %" PRIu64 " (group %u, %d of %d, %u bytes into a "
-					    "%u-byte buffer): %s", e->id, op->grp, j, g->n, e->size,
-					    e->cap, why);
-			o += SOAK_ALIGN(e->cap + SOAK_TAIL);
-		}
+		if (soak_recv_verify(ft, c, op, got))
+			return -1;
 		completed += g->n;
 		op->posted = 0;
 	}
@@ -354,16 +383,119 @@ static int soak_send_step(struct ft *ft, struct soak_comm *c, void *comm)
 	return completed;
 }
 
+/* One arena per comm, resident from the start and registered on its comm. */
+static int soak_arenas(struct ft *ft, struct soak_comm *sc, struct pair *p)
+{
+	for (int i = 0; i < SOAK_COMMS; i++) {
+		struct soak_ring *rg = &sc[i].ring;
+		ncclResult_t r;
+		rg->cap = SOAK_ARENA;
+		rg->base = mmap(NULL, rg->cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+				-1, 0);
+		if (rg->base == MAP_FAILED) {
+			rg->base = NULL;
+			return fail(ft, "mmap: %s", strerror(errno));
+		}
+		memset(rg->base, 0, rg->cap); /* resident from the start: RSS is then flat */
+		g_step = "regMr";
+		r = pl_reg_mr(ft->net, p[i].comm, rg->base, rg->cap, NCCL_PTR_HOST, &rg->mh);
+		if (r != ncclSuccess)
+			return fail(ft, "regMr of a %u MiB arena returned %d (%s)", SOAK_ARENA / MiB,
+				    (int)r, pl_result_str(r));
+	}
+	return 0;
+}
+
+/* Moves all msgs messages (rank 0 receives, rank 1 sends), noting the RSS at
+ * 10%, 50% and 100%. *t0: when the traffic started. */
+static int soak_traffic(struct ft *ft, struct soak_comm *sc, struct pair *p, uint64_t msgs,
+			size_t rss[3], int64_t *t0)
+{
+	static const int pct[3] = {10, 50, 100};
+	uint64_t done = 0;
+	int next_mark = 0;
+	int64_t last;
+
+	*t0 = last = now_ms();
+	while (done < msgs) {
+		int progress = 0;
+		for (int i = 0; i < SOAK_COMMS; i++) {
+			int n = ft->rank == 0 ? soak_recv_step(ft, &sc[i], p[i].comm)
+					      : soak_send_step(ft, &sc[i], p[i].comm);
+			if (n < 0)
+				return -1;
+			if (n) {
+				progress = 1;
+				done += (uint64_t)n;
+				sc[i].done += (uint32_t)n;
+			}
+		}
+		while (next_mark < 3 && done * 100 >= msgs * (uint64_t)pct[next_mark]) {
+			rss[next_mark] = rss_bytes();
+			if (ft->rank == 0)
+				printf("# soak: %3d%%: %" PRIu64 " messages in %.1f s, RSS %.1f MiB\n",
+				       pct[next_mark], done, (double)(now_ms() - *t0) / 1000.0,
+				       (double)rss[next_mark] / MiB);
+			next_mark++;
+		}
+		if (progress) {
+			last = now_ms();
+			wd_kick();
+			continue;
+		}
+		if (peer_failed(ft))
+			return -1;
+		if (now_ms() - last > ft->op_timeout_ms) {
+			int worst = 0;
+			for (int i = 1; i < SOAK_COMMS; i++)
+				if (sc[i].done < sc[worst].done)
+					worst = i;
+			return fail(ft, "no progress for %d s after %" PRIu64 " of %" PRIu64 " messages; "
+				    "comm %d: %u of %u done, %s", ft->op_timeout_ms / 1000, done, msgs,
+				    worst, sc[worst].done, sc[worst].ne,
+				    ft->rank == 0 ? "receiving" : "sending");
+		}
+	}
+	return 0;
+}
+
+/* Rank 0 prints the rates and both ranks' RSS; each rank's RSS must be flat. */
+static int soak_verdict(struct ft *ft, uint64_t msgs, uint64_t bytes, int64_t t0,
+			const size_t rss[3])
+{
+	double secs = (double)(now_ms() - t0) / 1000.0;
+	uint64_t mine[3] = {rss[0], rss[1], rss[2]}, peer_rss[3] = {0, 0, 0};
+
+	if (ft->rank == 1) {
+		if (ft_send(ft, mine, sizeof(mine)))
+			return -1;
+	} else {
+		if (ft_recv(ft, peer_rss, sizeof(peer_rss)))
+			return -1;
+		printf("# soak: %" PRIu64 " messages, %" PRIu64 " bytes (%.2f GiB) in %.1f s: "
+		       "%.0f MB/s, %.0f messages/s, no corruption, no loss\n", msgs, bytes,
+		       (double)bytes / (1024.0 * MiB), secs, (double)bytes / 1e6 / secs,
+		       (double)msgs / secs);
+		printf("# soak: RSS at 10%%/50%%/100%%: rank 0 (receiver) %.1f/%.1f/%.1f MiB, "
+		       "rank 1 (sender) %.1f/%.1f/%.1f MiB\n", (double)rss[0] / MiB,
+		       (double)rss[1] / MiB, (double)rss[2] / MiB, (double)peer_rss[0] / MiB,
+		       (double)peer_rss[1] / MiB, (double)peer_rss[2] / MiB);
+	}
+	if (rss[2] > rss[0] + SOAK_RSS_SLACK)
+		return fail(ft, "RSS grew by %.1f MiB between 10%% and 100%% of the run (%.1f -> "
+			    "%.1f MiB): memory is not flat", (double)(rss[2] - rss[0]) / MiB,
+			    (double)rss[0] / MiB, (double)rss[2] / MiB);
+	return 0;
+}
+
 int scen_soak(struct ft *ft)
 {
 	struct soak_comm *sc = calloc(SOAK_COMMS, sizeof(*sc));
 	struct pair *p = calloc(SOAK_COMMS, sizeof(*p));
-	uint64_t msgs = 0, bytes = 0, done = 0;
+	uint64_t msgs = 0, bytes = 0;
 	size_t rss[3] = {0, 0, 0};
-	uint64_t peer_rss[3] = {0, 0, 0};
-	static const int pct[3] = {10, 50, 100};
-	int next_mark = 0, rc = -1, opened = 0;
-	int64_t t0, last, tmark[3] = {0, 0, 0};
+	int rc = -1, opened = 0;
+	int64_t t0 = 0;
 
 	if (!sc || !p) {
 		fail(ft, "out of memory");
@@ -375,97 +507,10 @@ int scen_soak(struct ft *ft)
 		printf("# soak: %" PRIu64 " messages, %.2f GiB over %d comms, groups of 1..%d\n", msgs,
 		       (double)bytes / (1024.0 * MiB), SOAK_COMMS, MAX_GROUP);
 	opened = 1;
-	if (pairs_open(ft, p, SOAK_COMMS, 1))
+	if (pairs_open(ft, p, SOAK_COMMS, 1) || soak_arenas(ft, sc, p) || ft_sync(ft))
 		goto out;
-	for (int i = 0; i < SOAK_COMMS; i++) {
-		struct soak_ring *rg = &sc[i].ring;
-		ncclResult_t r;
-		rg->cap = SOAK_ARENA;
-		rg->base = mmap(NULL, rg->cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-				-1, 0);
-		if (rg->base == MAP_FAILED) {
-			rg->base = NULL;
-			fail(ft, "mmap: %s", strerror(errno));
-			goto out;
-		}
-		memset(rg->base, 0, rg->cap); /* resident from the start: RSS is then flat */
-		g_step = "regMr";
-		r = pl_reg_mr(ft->net, p[i].comm, rg->base, rg->cap, NCCL_PTR_HOST, &rg->mh);
-		if (r != ncclSuccess) {
-			fail(ft, "regMr of a %u MiB arena returned %d (%s)", SOAK_ARENA / MiB, (int)r,
-			     pl_result_str(r));
-			goto out;
-		}
-	}
-	if (ft_sync(ft))
+	if (soak_traffic(ft, sc, p, msgs, rss, &t0) || soak_verdict(ft, msgs, bytes, t0, rss))
 		goto out;
-	t0 = last = now_ms();
-	while (done < msgs) {
-		int progress = 0;
-		for (int i = 0; i < SOAK_COMMS; i++) {
-			int n = ft->rank == 0 ? soak_recv_step(ft, &sc[i], p[i].comm)
-					      : soak_send_step(ft, &sc[i], p[i].comm);
-			if (n < 0)
-				goto out;
-			if (n) {
-				progress = 1;
-				done += (uint64_t)n;
-				sc[i].done += (uint32_t)n;
-			}
-		}
-		while (next_mark < 3 && done * 100 >= msgs * (uint64_t)pct[next_mark]) {
-			rss[next_mark] = rss_bytes();
-			tmark[next_mark] = now_ms();
-			if (ft->rank == 0)
-				printf("# soak: %3d%%: %" PRIu64 " messages in %.1f s, RSS %.1f MiB\n",
-				       pct[next_mark], done, (double)(tmark[next_mark] - t0) / 1000.0,
-				       (double)rss[next_mark] / MiB);
-			next_mark++;
-		}
-		if (progress) {
-			last = now_ms();
-			wd_kick();
-			continue;
-		}
-		if (peer_failed(ft))
-			goto out;
-		if (now_ms() - last > ft->op_timeout_ms) {
-			int worst = 0;
-			for (int i = 1; i < SOAK_COMMS; i++)
-				if (sc[i].done < sc[worst].done)
-					worst = i;
-			fail(ft, "no progress for %d s after %" PRIu64 " of %" PRIu64 " messages; comm "
-			     "%d: %u of %u done, %s", ft->op_timeout_ms / 1000, done, msgs, worst,
-			     sc[worst].done, sc[worst].ne,
-			     ft->rank == 0 ? "receiving" : "sending");
-			goto out;
-		}
-	}
-	{
-		double secs = (double)(now_ms() - t0) / 1000.0;
-		uint64_t mine[3] = {rss[0], rss[1], rss[2]};
-		if (ft->rank == 1) {
-			if (ft_send(ft, mine, sizeof(mine)))
-				goto out;
-		} else {
-			if (ft_recv(ft, peer_rss, sizeof(peer_rss)))
-				goto out;
-			printf("# soak: %" PRIu64 " messages, %" PRIu64 " bytes (%.2f GiB) in %.1f s: "
-			       "%.0f MB/s, %.0f messages/s, no corruption, no loss\n", msgs, bytes,
-			       (double)bytes / (1024.0 * MiB), secs, (double)bytes / 1e6 / secs,
-			       (double)msgs / secs);
-			printf("# soak: RSS at 10%%/50%%/100%%: rank 0 (receiver) %.1f/%.1f/%.1f MiB, "
-			       "rank 1 (sender) %.1f/%.1f/%.1f MiB\n", (double)rss[0] / MiB,
-			       (double)rss[1] / MiB, (double)rss[2] / MiB, (double)peer_rss[0] / MiB,
-			       (double)peer_rss[1] / MiB, (double)peer_rss[2] / MiB);
-		}
-		if (rss[2] > rss[0] + SOAK_RSS_SLACK) {
-			fail(ft, "RSS grew by %.1f MiB between 10%% and 100%% of the run (%.1f -> %.1f "
-			     "MiB): memory is not flat", (double)(rss[2] - rss[0]) / MiB,
-			     (double)rss[0] / MiB, (double)rss[2] / MiB);
-			goto out;
-		}
-	}
 	rc = 0;
 out:
 	if (sc)

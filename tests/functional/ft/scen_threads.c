@@ -100,14 +100,14 @@ static int th_tag(int pair, int i)
 	return (pair * 1000 + i) & 0xffff;
 }
 
-static int th_transfer(struct th_ctx *t)
+/* Connect and accept, interleaved over the thread's comms; then the listen
+ * comms are closed and TH_WIN buffers registered per comm. */
+static int th_connect(struct th_ctx *t)
 {
 	struct ft *ft = t->ft;
 	int64_t deadline = now_ms() + ft->op_timeout_ms;
-	int total = TH_COMMS * TH_MSGS, done = 0;
 	ncclResult_t r;
 
-	/* connect and accept, interleaved over our comms */
 	for (;;) {
 		int left = 0;
 		for (int j = 0; j < TH_COMMS; j++) {
@@ -155,84 +155,113 @@ static int th_transfer(struct th_ctx *t)
 		}
 		__atomic_fetch_add(&th_progress, 1, __ATOMIC_SEQ_CST);
 	}
+	return 0;
+}
+
+/* Posts the comm's next messages, in order, into free slots (a post that
+ * returned NULL is retried first). Sets *progress when one was posted. */
+static int th_post(struct th_ctx *t, struct th_comm *c, int *progress)
+{
+	struct ft *ft = t->ft;
+	ncclResult_t r;
+
+	while (c->next < TH_MSGS) {
+		int s = c->pend, i = c->next;
+		size_t size = th_size(ft->seed, c->pair, i);
+		int tag = th_tag(c->pair, i);
+		struct th_slot *sl;
+		if (s < 0) {
+			for (int k = 0; k < TH_WIN && s < 0; k++)
+				if (!c->s[k].busy)
+					s = k;
+			if (s < 0)
+				break;
+			if (c->recv)
+				canary_fill(c->s[s].p, size, size + TH_PAD);
+			else
+				pat_fill(c->s[s].p, size, th_key(ft->seed, c->pair, i, size));
+		}
+		sl = &c->s[s];
+		sl->req = NULL;
+		if (c->recv) {
+			size_t cap = size + (size_t)(i % 3) * 10;
+			void *data = sl->p, *mh = sl->mh;
+			r = pl_irecv(ft->net, c->comm, 1, &data, &cap, &tag, &mh, &sl->req);
+		} else {
+			r = pl_isend(ft->net, c->comm, sl->p, size, tag, sl->mh, &sl->req);
+		}
+		if (r != ncclSuccess)
+			return th_fail(t, "%s #%d (pair %d, %zu bytes) returned %d (%s)",
+				       c->recv ? "irecv" : "isend", i, c->pair, size, (int)r,
+				       pl_result_str(r));
+		if (!sl->req) {
+			c->pend = s;
+			break;
+		}
+		c->pend = -1;
+		sl->busy = 1;
+		sl->msg = i;
+		c->next++;
+		*progress = 1;
+	}
+	return 0;
+}
+
+/* Tests the comm's busy slots; a completed receive is verified. Adds the
+ * completions to *done and sets *progress. */
+static int th_test(struct th_ctx *t, struct th_comm *c, int *done, int *progress)
+{
+	struct ft *ft = t->ft;
+	ncclResult_t r;
+
+	for (int s = 0; s < TH_WIN; s++) {
+		struct th_slot *sl = &c->s[s];
+		int d = 0, got = -12345;
+		size_t size;
+		char why[400];
+		if (!sl->busy)
+			continue;
+		r = pl_test(ft->net, sl->req, &d, &got);
+		if (r != ncclSuccess)
+			return th_fail(t, "test() on %s #%d (pair %d) returned %d (%s)",
+				       c->recv ? "irecv" : "isend", sl->msg, c->pair, (int)r,
+				       pl_result_str(r));
+		if (!d)
+			continue;
+		size = th_size(ft->seed, c->pair, sl->msg);
+		if (got != (int)size)
+			return th_fail(t, "test() on %s #%d (pair %d) reported %d bytes, "
+				       "%zu were sent", c->recv ? "irecv" : "isend",
+				       sl->msg, c->pair, got, size);
+		if (c->recv &&
+		    (pat_check(sl->p, size, th_key(ft->seed, c->pair, sl->msg, size), why,
+			       sizeof(why)) ||
+		     canary_check(sl->p, size, size + TH_PAD, why, sizeof(why))))
+			return th_fail(t, "message #%d on pair %d (%zu bytes): %s", sl->msg,
+				       c->pair, size, why);
+		sl->busy = 0;
+		sl->req = NULL;
+		c->ndone++;
+		(*done)++;
+		*progress = 1;
+	}
+	return 0;
+}
+
+static int th_transfer(struct th_ctx *t)
+{
+	struct ft *ft = t->ft;
+	int64_t deadline;
+	int total = TH_COMMS * TH_MSGS, done = 0;
+
+	if (th_connect(t))
+		return -1;
 	deadline = now_ms() + ft->op_timeout_ms;
 	while (done < total) {
 		int progress = 0;
-		for (int j = 0; j < TH_COMMS; j++) {
-			struct th_comm *c = &t->c[j];
-			/* post, in order */
-			while (c->next < TH_MSGS) {
-				int s = c->pend, i = c->next;
-				size_t size = th_size(ft->seed, c->pair, i);
-				int tag = th_tag(c->pair, i);
-				struct th_slot *sl;
-				if (s < 0) {
-					for (int k = 0; k < TH_WIN && s < 0; k++)
-						if (!c->s[k].busy)
-							s = k;
-					if (s < 0)
-						break;
-					if (c->recv)
-						canary_fill(c->s[s].p, size, size + TH_PAD);
-					else
-						pat_fill(c->s[s].p, size, th_key(ft->seed, c->pair, i, size));
-				}
-				sl = &c->s[s];
-				sl->req = NULL;
-				if (c->recv) {
-					size_t cap = size + (size_t)(i % 3) * 10;
-					void *data = sl->p, *mh = sl->mh;
-					r = pl_irecv(ft->net, c->comm, 1, &data, &cap, &tag, &mh, &sl->req);
-				} else {
-					r = pl_isend(ft->net, c->comm, sl->p, size, tag, sl->mh, &sl->req);
-				}
-				if (r != ncclSuccess)
-					return th_fail(t, "%s #%d (pair %d, %zu bytes) returned %d (%s)",
-						       c->recv ? "irecv" : "isend", i, c->pair, size, (int)r,
-						       pl_result_str(r));
-				if (!sl->req) {
-					c->pend = s;
-					break;
-				}
-				c->pend = -1;
-				sl->busy = 1;
-				sl->msg = i;
-				c->next++;
-				progress = 1;
-			}
-			/* test */
-			for (int s = 0; s < TH_WIN; s++) {
-				struct th_slot *sl = &c->s[s];
-				int d = 0, got = -12345;
-				size_t size;
-				char why[400];
-				if (!sl->busy)
-					continue;
-				r = pl_test(ft->net, sl->req, &d, &got);
-				if (r != ncclSuccess)
-					return th_fail(t, "test() on %s #%d (pair %d) returned %d (%s)",
-						       c->recv ? "irecv" : "isend", sl->msg, c->pair, (int)r,
-						       pl_result_str(r));
-				if (!d)
-					continue;
-				size = th_size(ft->seed, c->pair, sl->msg);
-				if (got != (int)size)
-					return th_fail(t, "test() on %s #%d (pair %d) reported %d bytes, "
-						       "%zu were sent", c->recv ? "irecv" : "isend",
-						       sl->msg, c->pair, got, size);
-				if (c->recv &&
-				    (pat_check(sl->p, size, th_key(ft->seed, c->pair, sl->msg, size), why,
-					       sizeof(why)) ||
-				     canary_check(sl->p, size, size + TH_PAD, why, sizeof(why))))
-					return th_fail(t, "message #%d on pair %d (%zu bytes): %s", sl->msg,
-						       c->pair, size, why);
-				sl->busy = 0;
-				sl->req = NULL;
-				c->ndone++;
-				done++;
-				progress = 1;
-			}
-		}
+		for (int j = 0; j < TH_COMMS; j++)
+			if (th_post(t, &t->c[j], &progress) || th_test(t, &t->c[j], &done, &progress))
+				return -1;
 		if (progress) {
 			deadline = now_ms() + ft->op_timeout_ms;
 			__atomic_fetch_add(&th_progress, 1, __ATOMIC_SEQ_CST);
