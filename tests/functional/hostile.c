@@ -36,7 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "api/plugin.h"
@@ -44,6 +43,8 @@
 #include "protocol/proto.h"
 #include "transport/device.h"
 #include "transport/mr.h"
+
+#include "../../tools/pattern.h"
 
 #define MiB (1024u * 1024u)
 #define NSLOT 8
@@ -73,38 +74,6 @@ static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char why[1024];
 static size_t span = RBUF;       /* the part of the receive buffers in play */
 static int forged;               /* the current case forges something */
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static uint64_t mix64(uint64_t z)
-{
-	z += 0x9e3779b97f4a7c15ull;
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static uint8_t canary_byte(size_t off)
-{
-	return (uint8_t)(0x5A ^ (off * 0x3B) ^ (off >> 9));
-}
-
-static uint8_t pat_byte(uint64_t key, size_t off)
-{
-	return (uint8_t)(mix64(key + off / 8) >> (8 * (off % 8)));
-}
-
-static void pat_fill(uint8_t *p, size_t len, uint64_t key)
-{
-	for (size_t i = 0; i < len; i++)
-		p[i] = pat_byte(key, i);
-}
 
 static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int bad(const char *fmt, ...)
@@ -349,10 +318,10 @@ static int genuine_complete(struct posted *p, int may_fail)
 			return bad("genuine transfer: entry %d reported %d bytes, %zu were sent", j,
 				   sizes[j], p->size[j]);
 		for (size_t i = 0; i < p->size[j]; i++)
-			if (entry(j)[i] != pat_byte(key, i))
+			if (entry(j)[i] != pat_byte(i, key))
 				return bad("genuine transfer after the forgery: entry %d byte %zu is "
 					   "0x%02x, the sender sent 0x%02x%s", j, i, entry(j)[i],
-					   pat_byte(key, i), may_fail ? " (completed with wrong data)" : "");
+					   pat_byte(i, key), may_fail ? " (completed with wrong data)" : "");
 	}
 	/* nothing beyond the genuine bytes */
 	for (size_t i = 0; i < span; i++) {
@@ -783,7 +752,7 @@ static void case_repeat_completed(void)
 	eager(rc->id, rc->peer_id, p.seq, 0, 1000);
 	progress(5);
 	for (size_t i = 0; i < one[0]; i++)
-		if (entry(0)[i] != pat_byte(mix64(seed ^ ((uint64_t)p.seq << 8)), i)) {
+		if (entry(0)[i] != pat_byte(i, mix64(seed ^ ((uint64_t)p.seq << 8)))) {
 			bad("the forged EAGER overwrote byte %zu of a completed entry (0x%02x)", i,
 			    entry(0)[i]);
 			goto out;
@@ -818,8 +787,8 @@ static void case_repeat_completed(void)
 		if (o == COMPLETED) {
 			for (int j = 0; j < 2; j++)
 				for (size_t i = 0; i < 1000; i++)
-					if (entry(j)[i] != pat_byte(mix64(seed ^ ((uint64_t)p.seq << 8) ^
-									  (uint64_t)j), i)) {
+					if (entry(j)[i] != pat_byte(i, mix64(seed ^ ((uint64_t)p.seq << 8) ^
+									     (uint64_t)j))) {
 						bad("the group completed with wrong data in entry %d at "
 						    "byte %zu", j, i);
 						goto out;
