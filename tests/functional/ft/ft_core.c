@@ -16,7 +16,7 @@
 
 static struct shared_tally local_tally;
 struct shared_tally *g_tally = &local_tally;
-int g_forked;               /* ranks are children of one fabnet-ft */
+int g_forked; /* ranks are children of one fabnet-ft */
 volatile int g_rank = -1;
 const char *volatile g_scen = "setup";
 const char *volatile g_step = "start";

@@ -6,8 +6,8 @@
 #define _GNU_SOURCE
 #endif
 
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 

@@ -4,8 +4,8 @@
 #endif
 
 #include <sched.h>
-#include <stdlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ft.h"
