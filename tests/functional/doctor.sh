@@ -250,9 +250,13 @@ if [ $root = 1 ]; then
 		expect "efa, uverbs0 without a driver" efa-device error "modprobe efa"
 	fi
 	chmod 600 "$tmp/dev-null/uverbs0"
-	doctor --pre setpriv --reuid=65534 --regid=65534 --clear-groups -- \
-		FABNET_PROVIDER=efa FABNET_DOCTOR_DEV_DIR="$tmp/dev-null"
-	expect "efa, uverbs0 not accessible" efa-device error "Permission denied"
+	asnobody=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+	if "${asnobody[@]}" "$info" --help >/dev/null 2>&1; then
+		doctor --pre "${asnobody[@]}" -- FABNET_PROVIDER=efa FABNET_DOCTOR_DEV_DIR="$tmp/dev-null"
+		expect "efa, uverbs0 not accessible" efa-device error "Permission denied"
+	else
+		skipped "uverbs0 not accessible" "fabnet-info does not run as nobody (its libraries are private)"
+	fi
 else
 	skipped "uverbs device nodes" "mknod needs root"
 fi
