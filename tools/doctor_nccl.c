@@ -101,6 +101,8 @@ static const char *status_text(int status, int timed_out, char *buf, size_t len)
 	return buf;
 }
 
+static const char *fabnet_lib_here(char *out, size_t len);
+
 /* ---- nccl-loads-plugin ------------------------------------------------------------- */
 
 struct load_result {
@@ -199,6 +201,8 @@ static void explain_no_fabnet(struct doc_ctx *c, const struct load_result *r, co
 	doc_buf_printf(&what, "NCCL_NET_PLUGIN=%s: NCCL would not load fabnet; %s. NCCL would "
 		       "try:%s", !strcmp(r->list_kind, "unset") ? "(unset, so libnccl-net.so)"
 		       : r->list, doc_buf_str(&instead), tries);
+	char here[PATH_MAX + 64];
+	const char *lib = fabnet_lib_here(here, sizeof(here));
 	if (r->load_errors)
 		doc_buf_printf(&fix, "make the library load: %s (a dependency missing from "
 			       "LD_LIBRARY_PATH?)", r->load_error);
@@ -209,6 +213,8 @@ static void explain_no_fabnet(struct doc_ctx *c, const struct load_result *r, co
 	else
 		doc_buf_printf(&fix, "put the directory of " PLUGIN_FILE " on LD_LIBRARY_PATH, or "
 			       "give NCCL_NET_PLUGIN its full path");
+	if (lib && !r->load_errors)
+		doc_buf_printf(&fix, "; fabnet's is %s", lib);
 	doc_add(c, "nccl-loads-plugin", DOC_ERROR, doc_buf_str(&what),
 		"NCCL falls back to another transport without a warning: the job runs, slower, "
 		"and nothing says fabnet was not used", doc_buf_str(&fix));
@@ -371,25 +377,31 @@ static void on_selftest_log(char *line, void *arg)
 	}
 }
 
-/* The library to test: NCCL's choice, else fabnet's build tree or install. */
-static void selftest_library(const struct doc_ctx *c, char *out, size_t len)
+/* fabnet's plugin beside this program (a build tree) or where `make install`
+ * put it, or NULL. */
+static const char *fabnet_lib_here(char *out, size_t len)
 {
 	char dir[PATH_MAX], a[PATH_MAX + 64], b[PATH_MAX + 64];
 	const char *tries[] = {a, b, NULL};
 
-	if (c->nccl_lib[0]) {
-		snprintf(out, len, "%s", c->nccl_lib);
-		return;
-	}
 	exe_dir(dir, sizeof(dir));
 	snprintf(a, sizeof(a), "%s.libs/" PLUGIN_FILE, dir);
 	snprintf(b, sizeof(b), "%s/" PLUGIN_FILE, FABNET_LIBDIR);
 	for (int i = 0; tries[i]; i++)
 		if (access(tries[i], R_OK) == 0) {
 			snprintf(out, len, "%s", tries[i]);
-			return;
+			return out;
 		}
-	snprintf(out, len, PLUGIN_FILE); /* let the dynamic loader search */
+	return NULL;
+}
+
+/* The library to test: NCCL's choice, else fabnet's build tree or install. */
+static void selftest_library(const struct doc_ctx *c, char *out, size_t len)
+{
+	if (c->nccl_lib[0])
+		snprintf(out, len, "%s", c->nccl_lib);
+	else if (!fabnet_lib_here(out, len))
+		snprintf(out, len, PLUGIN_FILE); /* let the dynamic loader search */
 }
 
 static const char *fix_for_step(const char *step, const struct selftest_result *r,
