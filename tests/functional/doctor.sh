@@ -126,6 +126,36 @@ doctor_st FABNET_PROVIDER=tcp FABNET_IFACE=lo
 expect "tcp over lo" selftest ok "(lo)"
 expect "tcp over lo" providers ok "provider tcp"
 
+# ---- selftest: a device that cannot bind its address, beside two that can ------------
+# In a network namespace: a veth pair whose fdv0 keeps its IPv6 link-local
+# address tentative (duplicate address detection stretched to minutes), so
+# libfabric lists it but nothing can bind it; fdv1 and lo work.
+ns=
+if [ $root = 1 ] && command -v ip >/dev/null && ip netns add "fabnet-doctor-$$" 2>/dev/null; then
+	ns=fabnet-doctor-$$
+	trap 'rm -rf "$tmp"; ip netns del "$ns" 2>/dev/null' EXIT
+	ip -n "$ns" link set lo up
+	ip -n "$ns" link add fdv0 type veth peer name fdv1
+	ip netns exec "$ns" sysctl -qw net.ipv6.conf.fdv0.dad_transmits=50 \
+		net.ipv6.neigh.fdv0.retrans_time_ms=10000
+	ip -n "$ns" link set fdv1 up
+	ip -n "$ns" link set fdv0 up
+	for _ in $(seq 50); do # until fdv1's address is usable (fdv0's stays tentative)
+		a=$(ip -n "$ns" -6 addr show dev fdv1)
+		[[ $a == *inet6* && $a != *tentative* ]] && break
+		sleep 0.2
+	done
+	doctor_st --pre ip netns exec "$ns" -- FABNET_PROVIDER=tcp FABNET_ALLOW_LOOPBACK=1
+	verdict "a device that cannot bind" error
+	expect "a device that cannot bind" selftest error "device 0 (fdv0): listen"
+	expect "a device that cannot bind" selftest error "FABNET_IFACE=fdv1,lo"
+	doctor_st --pre ip netns exec "$ns" -- FABNET_PROVIDER=tcp FABNET_ALLOW_LOOPBACK=1 FABNET_IFACE=fdv1,lo
+	expect "the fix the doctor gave" selftest ok "(fdv1)"
+	ip netns del "$ns"
+else
+	skipped "a device that cannot bind" "needs root and ip netns"
+fi
+
 # ---- nccl-loads-plugin: NCCL's loader rules ----------------------------------------
 libdir=$(dirname "$plugin")
 base=(PATH="$PATH" HOME="${HOME:-/tmp}")
