@@ -181,6 +181,13 @@ static void check_fi_provider(struct doc_ctx *c, const char *fi, const struct pr
 		doc_buf_free(&have);
 		return;
 	}
+	if (!all->n) { /* libfabric itself failed: libfabric-version says why */
+		doc_addf(c, "fi-provider", DOC_INFO, "FI_PROVIDER is judged against the providers "
+			 "libfabric lists", "see libfabric-version and providers",
+			 "FI_PROVIDER=%s; libfabric lists no provider at all", fi);
+		doc_buf_free(&have);
+		return;
+	}
 	judge_filter(fi, fabnet, all, &r);
 	int neg = r.neg, nnames = r.nnames, nmissing = r.nmissing, blocked = r.blocked;
 	if (blocked)
@@ -266,7 +273,8 @@ void doc_check_libfabric_version(struct doc_ctx *c)
 	else
 		doc_addf(c, "libfabric-version", DOC_OK, NULL, NULL,
 			 "built against libfabric %s, running on %u.%u (%s)%s", built, rmaj, rmin,
-			 here, have_plugin ? ", the plugin too" : "");
+			 here, have_plugin ? ", the plugin too"
+			 : "; the plugin's is not known (it did not load, or no self-test ran)");
 }
 
 /* ---- providers ------------------------------------------------------------------------------ */

@@ -203,7 +203,12 @@ static void explain_no_fabnet(struct doc_ctx *c, const struct load_result *r, co
 		       : r->list, doc_buf_str(&instead), tries);
 	char here[PATH_MAX + 64];
 	const char *lib = fabnet_lib_here(here, sizeof(here));
-	if (r->load_errors)
+	if (r->load_errors && strstr(r->load_error, "libfabric") && strstr(r->load_error, "version"))
+		doc_buf_printf(&fix, "the library path holds a libfabric older than the one fabnet "
+			       "was built against, and LD_LIBRARY_PATH overrides the plugin's RUNPATH: "
+			       "take that directory off LD_LIBRARY_PATH, or rebuild fabnet against "
+			       "that libfabric (%s)", r->load_error);
+	else if (r->load_errors)
 		doc_buf_printf(&fix, "make the library load: %s (a dependency missing from "
 			       "LD_LIBRARY_PATH?)", r->load_error);
 	else if (!strcmp(r->list_kind, "unset"))

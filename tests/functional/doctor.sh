@@ -244,6 +244,22 @@ expect "FI_EFA_USE_DEVICE_RDMA=0" libfabric-settings warn "emulates"
 doctor FABNET_PROVIDER=shm
 expect "baseline" libfabric-version ok "built against libfabric"
 
+# A libfabric on LD_LIBRARY_PATH other than the build's (libfabric 2.1 builds:
+# the plugin's RUNPATH loses to LD_LIBRARY_PATH, fabnet-info's RPATH does not).
+runpath=$(readelf -d "$plugin" 2>/dev/null | sed -n 's/.*R\(UN\)\{0,1\}PATH.*\[\(.*\)\]/\2/p' | head -1)
+other=$(ldconfig -p 2>/dev/null | sed -n 's/.*libfabric\.so\.1 .*=> \(.*\)\/libfabric\.so\.1$/\1/p' | head -1)
+if [ -n "$runpath" ] && [ -e "$runpath/libfabric.so.1" ] && [ -n "$other" ] && [ "$other" != "$runpath" ]; then
+	doctor_st FABNET_PROVIDER=shm LD_LIBRARY_PATH="$other"
+	if grep -q 'does not load' "$tmp/out.json"; then
+		expect "an older libfabric first on LD_LIBRARY_PATH" nccl-loads-plugin error "older than the one fabnet was built against"
+		expect "an older libfabric first on LD_LIBRARY_PATH" selftest error "load"
+	else
+		expect "another libfabric first on LD_LIBRARY_PATH" libfabric-version warn "$other"
+	fi
+else
+	skipped "another libfabric on LD_LIBRARY_PATH" "the plugin has no RUNPATH to a libfabric, or there is no other"
+fi
+
 # ---- providers -------------------------------------------------------------------------
 doctor FABNET_PROVIDER=tcp FABNET_IFACE=no-such-nic0
 verdict "FABNET_IFACE matching nothing" error
