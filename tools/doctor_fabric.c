@@ -301,7 +301,8 @@ static void check_providers(struct doc_ctx *c, const struct provs *rdm)
 		doc_addf(c, "providers", DOC_ERROR,
 			 "fabnet's init fails without a device, and NCCL falls back to another "
 			 "network",
-			 "follow the warning above; `fi_info -t FI_EP_RDM` lists what libfabric offers",
+			 "act on fabnet's message (under what); `fi_info -t FI_EP_RDM` lists what "
+			 "libfabric offers",
 			 "fabnet finds no device:\n%s\nlibfabric offers for FI_EP_RDM with FI_MSG and "
 			 "FI_RMA: %s", doc_buf_str(&captured), list.len ? doc_buf_str(&list) : "nothing");
 	} else if (c->efa_pci_nics && strncmp(c->provider, "efa", 3)) {

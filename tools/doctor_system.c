@@ -151,9 +151,8 @@ void doc_check_efa_device(struct doc_ctx *c)
 			 "libfabric's efa provider reaches each NIC through /dev/infiniband/uverbsN; "
 			 "without them it finds no device and fabnet cannot use EFA",
 			 "in a container pass the devices (podman/docker: --device "
-			 "/dev/infiniband/uverbs0 and so on, one per NIC; see "
-			 "contrib/container); on the host load the driver (modprobe efa) or "
-			 "install the EFA software",
+			 "/dev/infiniband/uverbs0 and so on, one per NIC); on the host load "
+			 "the driver (modprobe efa) or install the EFA software",
 			 "%s: %s (%s)", dir, strerror(errno), ctx);
 		return;
 	}
@@ -277,7 +276,7 @@ void doc_check_memlock(struct doc_ctx *c)
 		 "only), plus %.1f MiB of fabnet bounce buffers for %d NIC%s",
 		 n.channels, n.channels == 1 ? "" : "s", (double)n.host / MiB, n.channels, (double)n.ll / MiB,
 		 (double)n.ll128 / MiB, (double)n.simple / MiB, (double)n.gdr / MiB,
-		 (double)n.fabnet / MiB, c->ndevs > 0 ? c->ndevs : 1, c->ndevs == 1 ? "" : "s");
+		 (double)n.fabnet / MiB, c->ndevs > 0 ? c->ndevs : 1, c->ndevs > 1 ? "s" : "");
 	if (!pins) {
 		doc_addf(c, "memlock", DOC_INFO, "providers that pin registered memory (efa, verbs) "
 			 "count it against RLIMIT_MEMLOCK", NULL,
