@@ -38,6 +38,24 @@ for p in $providers; do
 		tail -60 build-asan/ft-$p.log; fail "ASan+UBSan functional on $p"
 	fi
 done
+# The doctor (its probe runs the plugin: ASan-built too) and init's failure paths.
+san_clean() { ! grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error' "$1"; }
+for e in FABNET_PROVIDER=shm FI_PROVIDER=no-such-provider FABNET_PROVIDER=efa; do
+	rc=0 # the doctor's own exit status is 0, 1 or 2 (its verdict)
+	env "$e" NCCL_NET_PLUGIN="$PWD/build-asan/.libs/libnccl-net-fabnet.so" \
+		timeout 300 build-asan/fabnet-info --doctor >build-asan/doctor-san.log 2>&1 || rc=$?
+	if [ $rc -le 2 ] && san_clean build-asan/doctor-san.log; then
+		step "ASan+UBSan fabnet-info --doctor ($e): $(tail -1 build-asan/doctor-san.log)"
+	else
+		tail -40 build-asan/doctor-san.log; fail "ASan+UBSan fabnet-info --doctor ($e)"
+	fi
+done
+if timeout 300 build-asan/tests/functional/fabnet-nofallback build-asan/.libs/libnccl-net-fabnet.so \
+	>build-asan/nofallback-san.log 2>&1 && san_clean build-asan/nofallback-san.log; then
+	step "ASan+UBSan no-silent-fallback: $(tail -1 build-asan/nofallback-san.log)"
+else
+	tail -40 build-asan/nofallback-san.log; fail "ASan+UBSan no-silent-fallback"
+fi
 unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
 
 # TSan: NCCL drives comms from several proxy threads.
@@ -68,4 +86,15 @@ for p in $providers; do
 		tail -60 build-vg/ft-$p.log; fail "valgrind functional on $p"
 	fi
 done
+# The doctor under memcheck, its probe (exec'ed) included.
+rc=0
+NCCL_NET_PLUGIN="$PWD/build-vg/.libs/libnccl-net-fabnet.so" FABNET_PROVIDER=shm timeout 600 \
+	valgrind --error-exitcode=42 --leak-check=full --errors-for-leak-kinds=definite -q \
+	--trace-children=yes --child-silent-after-fork=yes build-vg/fabnet-info --doctor \
+	>build-vg/doctor.log 2>&1 || rc=$?
+if [ $rc -le 2 ] && grep -q '^\[ok\] selftest' build-vg/doctor.log; then
+	step "valgrind fabnet-info --doctor (shm): $(tail -1 build-vg/doctor.log)"
+else
+	tail -40 build-vg/doctor.log; fail "valgrind fabnet-info --doctor (shm)"
+fi
 exit $status

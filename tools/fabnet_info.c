@@ -16,6 +16,7 @@
 #include <rdma/fabric.h>
 
 #include "core/config.h"
+#include "doctor.h"
 #include "nccl_net_abi.h"
 #include "transport/device.h"
 #include "transport/fabric.h"
@@ -143,7 +144,10 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: fabnet-info [--json]\n"
 			"Prints the devices fabnet would expose and why each capability is or is "
-			"not advertised.\n");
+			"not advertised.\n"
+			"       fabnet-info --doctor [--json]\n"
+			"Checks whether NCCL would load fabnet and fabnet could carry a job here; "
+			"exit 0 ok,\n1 warnings, 2 errors (docs/troubleshooting.md).\n");
 }
 
 int main(int argc, char **argv)
@@ -152,6 +156,9 @@ int main(int argc, char **argv)
 	struct cfg_row rows[40];
 	int json = 0, ndev, usable = 0, nrows, ngroups = 0, *primaries = NULL;
 
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--doctor"))
+			return fabnet_doctor_main(argc, argv);
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
 			json = 1;

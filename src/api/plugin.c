@@ -62,25 +62,40 @@ static int build_nccl_devs(void)
 	return 0;
 }
 
+/* fabnet is loaded but cannot serve: say so loudly, once per failed init, so
+ * that NCCL's fallback (logged by NCCL at INFO only) is never silent. */
+static void not_serving(const char *reason)
+{
+	FN_WARN("fabnet: NOT serving this job: %s. init fails, so NCCL falls back to another "
+		"network (its log says which: NCCL_DEBUG=INFO). Run `fabnet-info --doctor` for "
+		"the cause and what to do.", reason);
+}
+
 ncclResult_t fabnet_api_init(ncclDebugLogger_t logger)
 {
 	ncclResult_t res = ncclSuccess;
+	char why[512];
 
 	pthread_mutex_lock(&global_lock);
 	if (logger)
 		fabnet_log_set_logger(logger);
 	if (init_refs++ > 0 && devs)
 		goto out;
-	if (fabnet_config_load()) {
+	if (fabnet_config_load_err(why, sizeof(why))) {
+		not_serving(why);
 		res = ncclInvalidArgument;
 		init_refs--;
 		goto out;
 	}
 	if (!devs) {
-		int n = fabnet_fabric_discover(fabnet_config(), &fabdevs);
+		int n;
+		why[0] = '\0';
+		n = fabnet_fabric_discover_why(fabnet_config(), &fabdevs, why, sizeof(why));
 		if (n <= 0) {
-			FN_WARN("fabnet: no usable network device; NCCL will use another transport. "
-				"Run fabnet-info for details.");
+			if (!why[0])
+				snprintf(why, sizeof(why), "no usable network device (%s)",
+					 n ? fi_strerror(-n) : "none found");
+			not_serving(why);
 			res = ncclSystemError;
 			init_refs--;
 			goto out;
@@ -90,6 +105,7 @@ ncclResult_t fabnet_api_init(ncclDebugLogger_t logger)
 			fabnet_fabric_free(fabdevs, nfabdevs);
 			fabdevs = NULL;
 			nfabdevs = 0;
+			not_serving("out of memory building the NCCL device table");
 			res = ncclSystemError;
 			init_refs--;
 			goto out;

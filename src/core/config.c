@@ -274,14 +274,21 @@ static const char *env_lookup(const char *name)
 	return getenv(name);
 }
 
-int fabnet_config_load(void)
+int fabnet_config_load_err(char *err, size_t errlen)
 {
-	char err[256];
 	int rc;
 
 	pthread_mutex_lock(&cfg_lock);
-	rc = fabnet_config_parse(&global_cfg, env_lookup, err, sizeof(err));
+	rc = fabnet_config_parse(&global_cfg, env_lookup, err, errlen);
 	pthread_mutex_unlock(&cfg_lock);
+	return rc;
+}
+
+int fabnet_config_load(void)
+{
+	char err[256];
+	int rc = fabnet_config_load_err(err, sizeof(err));
+
 	if (rc)
 		FN_WARN("fabnet: configuration error: %s. Fix or unset the variable "
 			"(see docs/configuration.md).", err);

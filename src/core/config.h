@@ -66,5 +66,7 @@ int fabnet_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 /* The process-wide configuration, parsed from the environment by init. */
 const struct fabnet_config *fabnet_config(void);
 int fabnet_config_load(void);
+/* The same without logging: the first invalid variable is described in err. */
+int fabnet_config_load_err(char *err, size_t errlen);
 
 #endif

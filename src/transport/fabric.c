@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -187,7 +188,30 @@ static struct fi_info *hmem_variant(const struct fi_info *base)
 	return pick;
 }
 
+/* Why discovery found nothing: handed to the caller when it asked, else logged. */
+static void no_device(char *why, size_t whylen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void no_device(char *why, size_t whylen, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (why && whylen)
+		snprintf(why, whylen, "%s", msg);
+	else
+		FN_WARN("fabnet: %s", msg);
+}
+
 int fabnet_fabric_discover(const struct fabnet_config *cfg, struct fabnet_dev **devs_out)
+{
+	return fabnet_fabric_discover_why(cfg, devs_out, NULL, 0);
+}
+
+int fabnet_fabric_discover_why(const struct fabnet_config *cfg, struct fabnet_dev **devs_out,
+			       char *whynone, size_t whylen)
 {
 	struct fi_info *hints, *list = NULL;
 	struct fi_info *pick[256];
@@ -199,14 +223,14 @@ int fabnet_fabric_discover(const struct fabnet_config *cfg, struct fabnet_dev **
 	*devs_out = NULL;
 	hints = fabnet_fabric_hints(cfg->provider);
 	if (!hints) {
-		FN_WARN("fabnet: out of memory building fi_getinfo hints");
+		no_device(whynone, whylen, "out of memory building fi_getinfo hints");
 		return -FI_ENOMEM;
 	}
 	rc = fi_getinfo(FABNET_FI_VERSION, NULL, NULL, 0, hints, &list);
 	fi_freeinfo(hints);
 	if (rc || !list) {
-		FN_WARN("fabnet: fi_getinfo found no FI_EP_RDM endpoint with FI_MSG|FI_RMA%s%s: "
-			"%s (%d). Check `fi_info -t FI_EP_RDM`%s.",
+		no_device(whynone, whylen, "fi_getinfo found no FI_EP_RDM endpoint with FI_MSG|FI_RMA%s%s: "
+			"%s (%d). Check `fi_info -t FI_EP_RDM`%s",
 			cfg->provider[0] ? " for provider " : "", cfg->provider,
 			fi_strerror(-rc), rc,
 			cfg->provider[0] ? " and the provider name" : "");
@@ -214,8 +238,8 @@ int fabnet_fabric_discover(const struct fabnet_config *cfg, struct fabnet_dev **
 	}
 	prov = choose_provider(cfg, list, why, sizeof(why));
 	if (!prov) {
-		FN_WARN("fabnet: libfabric offers only the intra-node shm provider; set "
-			"FABNET_PROVIDER=shm to use it for processes on one machine.");
+		no_device(whynone, whylen, "libfabric offers only the intra-node shm provider; set "
+			"FABNET_PROVIDER=shm to use it for processes on one machine");
 		fi_freeinfo(list);
 		return 0;
 	}
@@ -249,8 +273,8 @@ int fabnet_fabric_discover(const struct fabnet_config *cfg, struct fabnet_dev **
 		npick = j;
 	}
 	if (npick == 0) {
-		FN_WARN("fabnet: provider %s offers no domain%s%s. Unset FABNET_IFACE or list "
-			"domains that `fi_info -p %s` shows.", prov,
+		no_device(whynone, whylen, "provider %s offers no domain%s%s. Unset FABNET_IFACE or list "
+			"domains that `fi_info -p %s` shows", prov,
 			cfg->iface[0] ? " matching FABNET_IFACE=" : "", cfg->iface, prov);
 		fi_freeinfo(list);
 		return 0;
@@ -258,6 +282,7 @@ int fabnet_fabric_discover(const struct fabnet_config *cfg, struct fabnet_dev **
 
 	devs = calloc((size_t)npick, sizeof(*devs));
 	if (!devs) {
+		no_device(whynone, whylen, "out of memory for %d devices", npick);
 		fi_freeinfo(list);
 		return -FI_ENOMEM;
 	}
@@ -278,6 +303,7 @@ int fabnet_fabric_discover(const struct fabnet_config *cfg, struct fabnet_dev **
 			d->speed_mbps = (int)cfg->link_speed_mbps;
 		pthread_mutex_init(&d->lock, NULL);
 		if (!d->info) {
+			no_device(whynone, whylen, "out of memory copying the fi_info of %s", d->name);
 			fabnet_fabric_free(devs, i + 1);
 			fi_freeinfo(list);
 			return -FI_ENOMEM;

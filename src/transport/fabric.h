@@ -15,6 +15,9 @@ struct fi_info *fabnet_fabric_hints(const char *provider);
  * available), logs which and why, and fills *devs with one device per domain.
  * Returns the number of devices (0: none usable, logged) or a negative code. */
 int fabnet_fabric_discover(const struct fabnet_config *cfg, struct fabnet_dev **devs);
+/* The same, but when nothing is found the reason goes to why (not the log). */
+int fabnet_fabric_discover_why(const struct fabnet_config *cfg, struct fabnet_dev **devs,
+			       char *why, size_t whylen);
 void fabnet_fabric_free(struct fabnet_dev *devs, int ndev);
 
 #endif
