@@ -39,7 +39,7 @@
 #define MAX_RANKS 8
 
 struct opts {
-	int nranks, gpu, warmup, max_iters, timeout_s, probe;
+	int nranks, gpu, warmup, max_iters, timeout_s, stall_s, probe;
 	size_t min_bytes, max_bytes, budget;
 	unsigned ops;
 	const char *csv, *label;
@@ -106,9 +106,16 @@ __global__ void check_elems(const uint32_t *out, const uint32_t *in, struct e2e_
 
 /* ---- one rank ---------------------------------------------------------------------- */
 
+/* Rank 0 tells the supervisor after each (operation, size): a run that stops
+ * making progress is a hang, and the supervisor can say where. */
+struct progress {
+	int op;
+	size_t bytes;
+};
+
 struct rank_ctx {
 	const struct opts *o;
-	int rank;
+	int rank, progress_fd;
 	ncclComm_t comm;
 	cudaStream_t stream;
 	cudaEvent_t t0, t1;
@@ -119,28 +126,54 @@ struct rank_ctx {
 
 static int launch_op(struct rank_ctx *x, const struct e2e_case *c, size_t in_e, size_t out_e)
 {
-	int n = x->o->nranks;
+	int n = x->o->nranks, next = (x->rank + 1) % n, prev = (x->rank + n - 1) % n;
+	ncclComm_t comm = x->comm;
+	cudaStream_t s = x->stream;
 
 	switch (c->op) {
 	case E2E_ALL_REDUCE:
-		NCCL_TRY(ncclAllReduce(x->send, x->recv, out_e, ncclFloat, ncclSum, x->comm, x->stream));
+		NCCL_TRY(ncclAllReduce(x->send, x->recv, out_e, ncclFloat, ncclSum, comm, s));
 		break;
 	case E2E_ALL_GATHER:
-		NCCL_TRY(ncclAllGather(x->send, x->recv, c->chunk, ncclFloat, x->comm, x->stream));
+		NCCL_TRY(ncclAllGather(x->send, x->recv, c->chunk, ncclFloat, comm, s));
 		break;
 	case E2E_REDUCE_SCATTER:
-		NCCL_TRY(ncclReduceScatter(x->send, x->recv, c->chunk, ncclFloat, ncclSum, x->comm,
-					   x->stream));
+		NCCL_TRY(ncclReduceScatter(x->send, x->recv, c->chunk, ncclFloat, ncclSum, comm,
+					   s));
 		break;
 	case E2E_BROADCAST:
-		NCCL_TRY(ncclBroadcast(x->send, x->recv, out_e, ncclFloat, c->root, x->comm, x->stream));
+		NCCL_TRY(ncclBroadcast(x->send, x->recv, out_e, ncclFloat, c->root, comm, s));
 		break;
 	default:
 		NCCL_TRY(ncclGroupStart());
-		NCCL_TRY(ncclSend(x->send, in_e, ncclFloat, (x->rank + 1) % n, x->comm, x->stream));
-		NCCL_TRY(ncclRecv(x->recv, out_e, ncclFloat, (x->rank + n - 1) % n, x->comm, x->stream));
+		NCCL_TRY(ncclSend(x->send, in_e, ncclFloat, next, comm, s));
+		NCCL_TRY(ncclRecv(x->recv, out_e, ncclFloat, prev, comm, s));
 		NCCL_TRY(ncclGroupEnd());
 	}
+	return 0;
+}
+
+/* Says what element k of the checked space holds and should hold. */
+static int report_wrong(struct rank_ctx *x, const struct e2e_case *c, size_t out_e, size_t k,
+			unsigned long long wrong, const char *when)
+{
+	const uint32_t *at = (const uint32_t *)x->recv + k;
+	const char *where = "output";
+	size_t index = k;
+	uint32_t got = 0, want = 0;
+
+	if (k >= out_e + E2E_CANARY) {
+		index = k - out_e - E2E_CANARY;
+		at = (const uint32_t *)x->send + index;
+		where = "send buffer";
+	} else if (k >= out_e) {
+		index = k - out_e;
+		where = "canary (past the output)";
+	}
+	CUDA_TRY(cudaMemcpy(&got, at, sizeof(got), cudaMemcpyDeviceToHost));
+	e2e_elem_ok(c, out_e, k, got, &want);
+	say("%s of %zu elements (%s): %llu wrong; the first is %s element %zu: %#x, expected %#x",
+	    e2e_op_names[c->op], out_e, when, wrong, where, index, got, want);
 	return 0;
 }
 
@@ -150,27 +183,40 @@ static long long check(struct rank_ctx *x, const struct e2e_case *c, size_t in_e
 		       const char *when)
 {
 	unsigned long long init[3] = {0, ~0ull, 0}, host[3];
-	uint32_t got = 0, want = 0;
+	const uint32_t *out = (const uint32_t *)x->recv, *in = (const uint32_t *)x->send;
 
 	CUDA_TRY(cudaMemcpyAsync(x->counts, init, sizeof(init), cudaMemcpyHostToDevice, x->stream));
-	check_elems<<<1024, 256, 0, x->stream>>>((const uint32_t *)x->recv,
-						  (const uint32_t *)x->send, *c, out_e, in_e, x->counts);
+	check_elems<<<1024, 256, 0, x->stream>>>(out, in, *c, out_e, in_e, x->counts);
 	CUDA_TRY(cudaGetLastError());
-	NCCL_TRY(ncclAllReduce(x->counts, x->counts + 2, 1, ncclUint64, ncclSum, x->comm, x->stream));
+	NCCL_TRY(ncclAllReduce(x->counts, x->counts + 2, 1, ncclUint64, ncclSum, x->comm,
+			       x->stream));
 	CUDA_TRY(cudaMemcpyAsync(host, x->counts, sizeof(host), cudaMemcpyDeviceToHost, x->stream));
 	CUDA_TRY(cudaStreamSynchronize(x->stream));
-	if (host[0]) {
-		size_t k = (size_t)host[1];
-		const void *at = k < out_e + E2E_CANARY ? (const void *)((const uint32_t *)x->recv + k)
-							: (const void *)((const uint32_t *)x->send + k - out_e - E2E_CANARY);
-		CUDA_TRY(cudaMemcpy(&got, at, sizeof(got), cudaMemcpyDeviceToHost));
-		e2e_elem_ok(c, out_e, k, got, &want);
-		say("%s of %zu elements (%s): %llu wrong; the first is %s element %zu: %#x, expected %#x",
-		    e2e_op_names[c->op], out_e, when, host[0],
-		    k < out_e ? "output" : k < out_e + E2E_CANARY ? "canary (past the output)" : "send",
-		    k < out_e ? k : k < out_e + E2E_CANARY ? k - out_e : k - out_e - E2E_CANARY, got, want);
-	}
+	if (host[0] && report_wrong(x, c, out_e, (size_t)host[1], host[0], when))
+		return -1;
 	return (long long)host[2];
+}
+
+/* Rank 0: the row on stdout and in the CSV, and the progress record. */
+static void report_row(struct rank_ctx *x, const struct e2e_case *c, size_t bytes, size_t eff,
+		       size_t out_e, size_t iters, double us, double algbw, long long wrong)
+{
+	const struct opts *o = x->o;
+	const char *name = e2e_op_names[c->op];
+	double busbw = algbw * e2e_busbw_factor(c->op, o->nranks);
+	int root = c->op == E2E_BROADCAST ? c->root : -1;
+	struct progress p = {c->op, bytes};
+
+	printf("%-15s %12zu %11zu %5d %6zu %12.1f %9.3f %9.3f %8lld\n", name, eff, out_e, root,
+	       iters, us, algbw, busbw, wrong);
+	fflush(stdout);
+	if (x->csv) {
+		fprintf(x->csv, "%s,%s,%zu,%zu,%d,%zu,%.2f,%.4f,%.4f,%lld\n", o->label, name, eff,
+			out_e, root, iters, us, algbw, busbw, wrong);
+		fflush(x->csv); /* rows survive a later hang */
+	}
+	if (write(x->progress_fd, &p, sizeof(p)) != (ssize_t)sizeof(p))
+		say("telling the supervisor about progress: %s", strerror(errno));
 }
 
 static int run_case(struct rank_ctx *x, int op, size_t bytes, int index, int *bad)
@@ -212,16 +258,8 @@ static int run_case(struct rank_ctx *x, int op, size_t bytes, int index, int *ba
 	*bad |= w1 || w2;
 	us = ms * 1000.0 / (double)iters;
 	algbw = (double)eff / (us * 1e-6) / 1e9;
-	if (x->rank == 0) {
-		printf("%-15s %12zu %11zu %5d %6zu %12.1f %9.3f %9.3f %8lld\n", e2e_op_names[op], eff,
-		       out_e, op == E2E_BROADCAST ? c.root : -1, iters, us, algbw,
-		       algbw * e2e_busbw_factor(op, o->nranks), w1 + w2);
-		fflush(stdout);
-		if (x->csv)
-			fprintf(x->csv, "%s,%s,%zu,%zu,%d,%zu,%.2f,%.4f,%.4f,%lld\n", o->label,
-				e2e_op_names[op], eff, out_e, op == E2E_BROADCAST ? c.root : -1, iters,
-				us, algbw, algbw * e2e_busbw_factor(op, o->nranks), w1 + w2);
-	}
+	if (x->rank == 0)
+		report_row(x, &c, bytes, eff, out_e, iters, us, algbw, w1 + w2);
 	return 0;
 }
 
@@ -292,11 +330,14 @@ static int rank_main(int rank, const struct opts *o, int id_fd)
 			say("handing the NCCL unique id to the supervisor: %s", strerror(errno));
 			return 1;
 		}
-	} else if (read(id_fd, &id, sizeof(id)) != (ssize_t)sizeof(id)) {
-		say("no NCCL unique id from the supervisor (rank 0 failed?)");
-		return 1;
+		x.progress_fd = id_fd; /* the same pipe */
+	} else {
+		if (read(id_fd, &id, sizeof(id)) != (ssize_t)sizeof(id)) {
+			say("no NCCL unique id from the supervisor (rank 0 failed?)");
+			return 1;
+		}
+		close(id_fd);
 	}
-	close(id_fd);
 	if (rank == 0 && o->csv && !(x.csv = fopen(o->csv, "a"))) {
 		say("cannot append to %s: %s", o->csv, strerror(errno));
 		return 1;
@@ -319,7 +360,7 @@ static int probe_gpu(const struct opts *o)
 	int n = 0;
 
 	if ((e = cudaGetDeviceCount(&n)) != cudaSuccess || n == 0) {
-		say("SKIP: no GPU: cudaGetDeviceCount: %s (no NVIDIA driver or GPU on this machine)",
+		say("SKIP: no GPU: cudaGetDeviceCount: %s (no NVIDIA driver or GPU here)",
 		    e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
 		return SKIP;
 	}
@@ -352,74 +393,149 @@ static pid_t spawn_probe(const struct opts *o)
 	return pid;
 }
 
-/* Forks the ranks, relays the unique id, waits. Returns the run's exit code. */
-static int supervise(const struct opts *o)
-{
-	int up[2], down[MAX_RANKS][2], status[MAX_RANKS], live, rc = 0;
+struct ranks {
+	int n, up;              /* up: rank 0's pipe to the supervisor (id, progress) */
+	int down[MAX_RANKS];    /* the supervisor's pipes to ranks 1.. (the id) */
 	pid_t pid[MAX_RANKS];
-	time_t deadline = time(NULL) + o->timeout_s;
-	ncclUniqueId id;
-	struct pollfd pfd;
+	int status[MAX_RANKS];  /* exit status, -1 while running */
+};
+
+/* Forks the ranks; 0 or -1. */
+static int spawn_ranks(const struct opts *o, struct ranks *k)
+{
+	int up[2], down[2] = {-1, -1};
 
 	if (pipe(up))
-		return say("pipe: %s", strerror(errno)), 1;
-	for (int r = 0; r < o->nranks; r++) {
-		if (r && pipe(down[r]))
-			return say("pipe: %s", strerror(errno)), 1;
+		return say("pipe: %s", strerror(errno)), -1;
+	k->n = o->nranks;
+	for (int r = 0; r < k->n; r++) {
+		if (r && pipe(down))
+			return say("pipe: %s", strerror(errno)), -1;
 		fflush(stdout);
-		if ((pid[r] = fork()) < 0)
-			return say("fork: %s", strerror(errno)), 1;
-		if (pid[r] == 0) {
+		if ((k->pid[r] = fork()) < 0)
+			return say("fork: %s", strerror(errno)), -1;
+		if (k->pid[r] == 0) {
 			prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the supervisor */
 			close(up[0]);
+			for (int q = 1; q < r; q++)
+				close(k->down[q]);
 			if (r)
-				close(up[1]), close(down[r][1]);
-			_exit(rank_main(r, o, r ? down[r][0] : up[1]));
+				close(up[1]), close(down[1]);
+			_exit(rank_main(r, o, r ? down[0] : up[1]));
 		}
-		if (r)
-			close(down[r][0]);
-		status[r] = -1;
+		if (r) {
+			close(down[0]);
+			k->down[r] = down[1];
+		}
+		k->status[r] = -1;
 	}
 	close(up[1]);
-	pfd.fd = up[0];
-	pfd.events = POLLIN;
-	if (poll(&pfd, 1, 120 * 1000) != 1 || read(up[0], &id, sizeof(id)) != (ssize_t)sizeof(id)) {
+	k->up = up[0];
+	return 0;
+}
+
+/* Rank 0's unique id to the others; 0 or -1. */
+static int relay_id(struct ranks *k)
+{
+	struct pollfd pfd = {k->up, POLLIN, 0};
+	ncclUniqueId id;
+	int rc = 0;
+
+	if (poll(&pfd, 1, 120 * 1000) != 1 || read(k->up, &id, sizeof(id)) != (ssize_t)sizeof(id)) {
 		say("rank 0 sent no NCCL unique id in 120 s");
-		rc = 1;
+		rc = -1;
 	}
-	for (int r = 1; r < o->nranks; r++) {
-		if (!rc && write(down[r][1], &id, sizeof(id)) != (ssize_t)sizeof(id))
+	for (int r = 1; r < k->n; r++) {
+		if (!rc && write(k->down[r], &id, sizeof(id)) != (ssize_t)sizeof(id))
+			rc = -1;
+		close(k->down[r]); /* on failure: the rank reads EOF and exits */
+	}
+	return rc;
+}
+
+/* Drains rank 0's progress records; 1 if there was one. Closes the pipe at EOF. */
+static int read_progress(int *fd, struct progress *done)
+{
+	struct pollfd pfd = {*fd, POLLIN, 0};
+	struct progress p;
+	int got = 0;
+
+	while (*fd >= 0 && poll(&pfd, 1, 0) == 1) {
+		if (read(*fd, &p, sizeof(p)) != (ssize_t)sizeof(p)) {
+			close(*fd); /* rank 0 is gone: waitpid tells how */
+			*fd = -1;
+			break;
+		}
+		*done = p;
+		got = 1;
+	}
+	return got;
+}
+
+/* 1 when the run stalled or ran out of time (said why), else 0. */
+static int overdue(const struct opts *o, time_t start, time_t last, const struct progress *done)
+{
+	time_t now = time(NULL);
+
+	if (now - start > o->timeout_s) {
+		say("FAIL: the run took more than %d s (--timeout)", o->timeout_s);
+		return 1;
+	}
+	if (now - last <= o->stall_s)
+		return 0;
+	if (done->op < 0)
+		say("FAIL: no operation finished in %d s (--stall): NCCL init or the first "
+		    "collective hung", o->stall_s);
+	else
+		say("FAIL: nothing finished for %d s (--stall) after %s of %zu bytes: the next "
+		    "collective hung", o->stall_s, e2e_op_names[done->op], done->bytes);
+	return 1;
+}
+
+/* Waits for every rank; on the first failure, hang or timeout kills the rest.
+ * Returns the run's exit code. */
+static int wait_ranks(const struct opts *o, struct ranks *k, int rc)
+{
+	time_t start = time(NULL), last = start;
+	struct progress done = {-1, 0};
+	int live = k->n, st;
+	pid_t p;
+
+	while (live > 0) {
+		if (read_progress(&k->up, &done))
+			last = time(NULL);
+		if (!rc && overdue(o, start, last, &done))
 			rc = 1;
-		close(down[r][1]); /* on failure: the rank reads EOF and exits */
-	}
-	for (live = o->nranks; live > 0;) {
-		int st;
-		pid_t p = waitpid(-1, &st, WNOHANG);
-		if (p > 0) {
-			for (int r = 0; r < o->nranks; r++) {
-				if (pid[r] != p)
+		while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+			for (int r = 0; r < k->n; r++) {
+				if (k->pid[r] != p)
 					continue;
-				status[r] = exit_status(st);
+				k->status[r] = exit_status(st);
 				live--;
-				if (status[r] && !rc) {
-					say("rank %d exited %d: stopping the others", r, status[r]);
+				if (k->status[r] && !rc) {
+					say("rank %d exited %d: stopping the others", r,
+					    k->status[r]);
 					rc = 1;
 				}
 			}
-			continue;
 		}
-		if (rc || time(NULL) > deadline) {
-			if (!rc)
-				say("FAIL: the run took more than %d s (--timeout): a collective hung",
-				    o->timeout_s);
-			rc = 1;
-			for (int r = 0; r < o->nranks; r++)
-				if (status[r] < 0)
-					kill(pid[r], SIGKILL);
-		}
+		if (rc)
+			for (int r = 0; r < k->n; r++)
+				if (k->status[r] < 0)
+					kill(k->pid[r], SIGKILL);
 		usleep(20 * 1000);
 	}
 	return rc;
+}
+
+static int supervise(const struct opts *o)
+{
+	struct ranks k;
+
+	memset(&k, 0, sizeof(k));
+	if (spawn_ranks(o, &k))
+		return 1; /* ranks already forked die with us (PR_SET_PDEATHSIG) */
+	return wait_ranks(o, &k, relay_id(&k) ? 1 : 0);
 }
 
 static void usage(FILE *f)
@@ -427,13 +543,14 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: nccl-e2e [--nranks N] [--gpu G] [--min BYTES] [--max BYTES] [--ops LIST]\n"
 		"                [--iters N] [--warmup N] [--budget BYTES] [--csv FILE] [--label TEXT]\n"
-		"                [--timeout S] [--probe]\n"
+		"                [--timeout S] [--stall S] [--probe]\n"
 		"  Runs all_reduce, all_gather, reduce_scatter, broadcast and sendrecv (--ops: all, or\n"
 		"  a comma-separated list) through NCCL between N ranks (default 2) on GPU G, each its\n"
 		"  own node for NCCL, at sizes from --min (8) to --max (1G) doubling, and checks every\n"
 		"  result on the GPU. Timed runs per size: BUDGET/size (default 2G) between 1 and\n"
-		"  --iters (20), after --warmup (1). --csv appends rank 0's rows; --timeout (600) ends\n"
-		"  a hung run. --probe only looks for the GPU. Exit 0 verified, 1 failed, 77 no GPU.\n");
+		"  --iters (20), after --warmup (1). --csv appends rank 0's rows. The run fails when\n"
+		"  no (operation, size) finished for --stall seconds (60) or it took --timeout (600).\n"
+		"  --probe only looks for the GPU. Exit 0 verified, 1 failed, 77 no GPU.\n");
 }
 
 static int parse(int argc, char **argv, struct opts *o)
@@ -467,6 +584,8 @@ static int parse(int argc, char **argv, struct opts *o)
 			o->warmup = (int)n;
 		else if (!strcmp(a, "--timeout") && num_ok && n >= 1 && n <= 86400)
 			o->timeout_s = (int)n;
+		else if (!strcmp(a, "--stall") && num_ok && n >= 1 && n <= 86400)
+			o->stall_s = (int)n;
 		else if (!strcmp(a, "--min") && !e2e_parse_size(v, &o->min_bytes) && o->min_bytes)
 			;
 		else if (!strcmp(a, "--max") && !e2e_parse_size(v, &o->max_bytes) && o->max_bytes)
@@ -498,7 +617,7 @@ static int parse(int argc, char **argv, struct opts *o)
 
 int main(int argc, char **argv)
 {
-	struct opts o = {2, 0, 1, 20, 600, 0, 8, (size_t)1 << 30, (size_t)2 << 30,
+	struct opts o = {2, 0, 1, 20, 600, 60, 0, 8, (size_t)1 << 30, (size_t)2 << 30,
 			 (1u << E2E_NOPS) - 1, NULL, "nccl-e2e"};
 	int st = 0, rc;
 

@@ -69,8 +69,8 @@ static inline int e2e_geometry(struct e2e_case *c, size_t bytes, size_t *in_elem
 
 static inline E2E_HD float e2e_input(int rank, size_t i, unsigned seed)
 {
-	uint64_t x = (uint64_t)i * 0x9e3779b97f4a7c15ull +
-		     (uint64_t)(rank + 1) * 0xbf58476d1ce4e5b9ull + (uint64_t)seed * 0x94d049bb133111ebull;
+	uint64_t x = (uint64_t)i * 0x9e3779b97f4a7c15ull + (uint64_t)(rank + 1) * 0xbf58476d1ce4e5b9ull +
+		     (uint64_t)seed * 0x94d049bb133111ebull;
 
 	x ^= x >> 31;
 	x *= 0xd6e8feb46e2ed1ebull;

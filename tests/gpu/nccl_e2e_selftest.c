@@ -93,142 +93,178 @@ static uint32_t *correct_layout(const struct e2e_case *c, float **in, size_t in_
 	return buf;
 }
 
-/* Each rank's output under every operation and geometry equals the definition,
- * and the kernel's check accepts exactly that layout. */
+/* One rank's output of one run equals the definition, and the kernel's check
+ * accepts exactly that layout. */
+static void semantics_case(int op, int rank, int n, int root, size_t bytes, unsigned seed)
+{
+	struct e2e_case c = {.op = op, .rank = rank, .nranks = n, .root = root, .seed = seed};
+	size_t in_e, out_e, first, wrong;
+	float *in[8], want;
+	uint32_t *buf;
+
+	if (!e2e_geometry(&c, bytes, &in_e, &out_e)) {
+		CHECK(0, "%s: %zu bytes on %d ranks hold no element", e2e_op_names[op], bytes, n);
+		return;
+	}
+	for (int r = 0; r < n; r++) {
+		in[r] = malloc(in_e * sizeof(float));
+		for (size_t i = 0; i < in_e; i++)
+			in[r][i] = e2e_input(r, i, seed);
+	}
+	buf = correct_layout(&c, in, in_e, out_e);
+	for (size_t j = 0; j < out_e; j++) {
+		memcpy(&want, &buf[j], sizeof(want));
+		if (e2e_expect(&c, j) != want) {
+			CHECK(0, "%s rank %d/%d root %d: element %zu expected %g, the definition "
+			      "says %g", e2e_op_names[op], rank, n, root, j, e2e_expect(&c, j), want);
+			break;
+		}
+	}
+	wrong = count_wrong(&c, buf, out_e, in_e, &first);
+	CHECK(wrong == 0, "%s rank %d/%d: a correct result has %zu wrong elements (first %zu)",
+	      e2e_op_names[op], rank, n, wrong, first);
+	free(buf);
+	for (int r = 0; r < n; r++)
+		free(in[r]);
+}
+
+/* Every operation, rank and root, on 1 to 8 ranks, at sizes that are and are
+ * not multiples of the element size. */
 static void test_semantics(void)
 {
 	static const int nranks_list[] = {1, 2, 3, 4, 8};
-	static const size_t elems_per_rank[] = {1, 7, 37};
+	static const size_t per_rank[] = {1, 7, 37};
 
 	for (size_t a = 0; a < sizeof(nranks_list) / sizeof(nranks_list[0]); a++) {
 		int n = nranks_list[a];
-		for (size_t b = 0; b < sizeof(elems_per_rank) / sizeof(elems_per_rank[0]); b++) {
-			/* +3 bytes: sizes that are no multiple of the element size */
-			size_t bytes = elems_per_rank[b] * (size_t)n * sizeof(float) + 3;
-			for (int op = 0; op < E2E_NOPS; op++) {
-				for (int root = 0; root < (op == E2E_BROADCAST ? n : 1); root++) {
-					for (int rank = 0; rank < n; rank++) {
-						struct e2e_case c = {.op = op, .rank = rank, .nranks = n,
-								     .root = root, .seed = (unsigned)(op * 7 + b)};
-						size_t in_e, out_e, first, wrong;
-						float *in[8];
-						uint32_t *buf;
-
-						CHECK(e2e_geometry(&c, bytes, &in_e, &out_e),
-						      "%s: %zu bytes on %d ranks hold no element", e2e_op_names[op],
-						      bytes, n);
-						for (int r = 0; r < n; r++) {
-							in[r] = malloc(in_e * sizeof(float));
-							for (size_t i = 0; i < in_e; i++)
-								in[r][i] = e2e_input(r, i, c.seed);
-						}
-						buf = correct_layout(&c, in, in_e, out_e);
-						for (size_t j = 0; j < out_e; j++) {
-							float want;
-							memcpy(&want, &buf[j], sizeof(want));
-							if (e2e_expect(&c, j) != want) {
-								CHECK(0, "%s rank %d/%d root %d: element %zu expected %g, "
-								      "the definition says %g", e2e_op_names[op], rank, n,
-								      root, j, e2e_expect(&c, j), want);
-								break;
-							}
-						}
-						wrong = count_wrong(&c, buf, out_e, in_e, &first);
-						CHECK(wrong == 0, "%s rank %d/%d: a correct result has %zu wrong "
-						      "elements (first %zu)", e2e_op_names[op], rank, n, wrong, first);
-						free(buf);
-						for (int r = 0; r < n; r++)
-							free(in[r]);
-					}
-				}
-			}
+		for (size_t b = 0; b < sizeof(per_rank) / sizeof(per_rank[0]); b++) {
+			size_t bytes = per_rank[b] * (size_t)n * sizeof(float) + 3;
+			for (int op = 0; op < E2E_NOPS; op++)
+				for (int root = 0; root < (op == E2E_BROADCAST ? n : 1); root++)
+					for (int rank = 0; rank < n; rank++)
+						semantics_case(op, rank, n, root, bytes,
+							       (unsigned)(op * 7 + b));
 		}
 	}
 }
 
-/* What a broken transport leaves behind must be counted, at the right place. */
-static void test_detection(void)
-{
-	struct e2e_case c = {.op = E2E_ALL_GATHER, .rank = 1, .nranks = 2, .seed = 5};
-	size_t in_e, out_e, first, wrong;
+/* An all_gather result on rank 1 of 2, then damaged the ways a broken
+ * transport would damage it; each damage must be counted, at the right place. */
+struct damage {
+	struct e2e_case c;
+	size_t in_e, out_e, total;
 	float *in[2];
-	uint32_t *buf, *copy;
-	size_t total;
+	uint32_t *good, *buf;
+};
 
-	e2e_geometry(&c, 4096 * sizeof(float), &in_e, &out_e);
+static void damage_setup(struct damage *d)
+{
+	memset(d, 0, sizeof(*d));
+	d->c = (struct e2e_case){.op = E2E_ALL_GATHER, .rank = 1, .nranks = 2, .seed = 5};
+	e2e_geometry(&d->c, 4096 * sizeof(float), &d->in_e, &d->out_e);
 	for (int r = 0; r < 2; r++) {
-		in[r] = malloc(in_e * sizeof(float));
-		for (size_t i = 0; i < in_e; i++)
-			in[r][i] = e2e_input(r, i, c.seed);
+		d->in[r] = malloc(d->in_e * sizeof(float));
+		for (size_t i = 0; i < d->in_e; i++)
+			d->in[r][i] = e2e_input(r, i, d->c.seed);
 	}
-	buf = correct_layout(&c, in, in_e, out_e);
-	total = out_e + E2E_CANARY + in_e;
-	copy = malloc(total * sizeof(*copy));
+	d->good = correct_layout(&d->c, d->in, d->in_e, d->out_e);
+	d->total = d->out_e + E2E_CANARY + d->in_e;
+	d->buf = malloc(d->total * sizeof(*d->buf));
+}
 
-	memcpy(copy, buf, total * sizeof(*copy));
-	copy[3000] = e2e_bits(e2e_expect(&c, 3000) + 1);
-	wrong = count_wrong(&c, copy, out_e, in_e, &first);
+static void damage_reset(struct damage *d)
+{
+	memcpy(d->buf, d->good, d->total * sizeof(*d->buf));
+}
+
+static size_t damage_count(struct damage *d, size_t *first)
+{
+	return count_wrong(&d->c, d->buf, d->out_e, d->in_e, first);
+}
+
+static void test_detect_single(struct damage *d)
+{
+	size_t first, wrong, out = d->out_e;
+
+	damage_reset(d);
+	d->buf[3000] = e2e_bits(e2e_expect(&d->c, 3000) + 1);
+	wrong = damage_count(d, &first);
 	CHECK(wrong == 1 && first == 3000, "one wrong element: counted %zu, first %zu", wrong, first);
 
-	memcpy(copy, buf, total * sizeof(*copy));
-	for (size_t j = 0; j < out_e; j++)
-		copy[j] = E2E_POISON; /* the operation never wrote */
-	wrong = count_wrong(&c, copy, out_e, in_e, &first);
-	CHECK(wrong == out_e && first == 0, "untouched output: %zu of %zu counted", wrong, out_e);
+	damage_reset(d);
+	for (size_t j = 0; j < out; j++)
+		d->buf[j] = E2E_POISON; /* the operation never wrote */
+	wrong = damage_count(d, &first);
+	CHECK(wrong == out && first == 0, "untouched output: %zu of %zu counted", wrong, out);
 
-	memcpy(copy, buf, total * sizeof(*copy));
-	copy[out_e + E2E_CANARY - 1] = 0; /* a write just past the output */
-	wrong = count_wrong(&c, copy, out_e, in_e, &first);
-	CHECK(wrong == 1 && first == out_e + E2E_CANARY - 1, "canary write: %zu, first %zu", wrong,
+	damage_reset(d);
+	d->buf[out + E2E_CANARY - 1] = 0; /* a write just past the output */
+	wrong = damage_count(d, &first);
+	CHECK(wrong == 1 && first == out + E2E_CANARY - 1, "canary write: %zu, first %zu", wrong,
 	      first);
 
-	memcpy(copy, buf, total * sizeof(*copy));
-	copy[out_e + E2E_CANARY + 10] ^= 1; /* the send buffer changed */
-	wrong = count_wrong(&c, copy, out_e, in_e, &first);
-	CHECK(wrong == 1 && first == out_e + E2E_CANARY + 10, "send buffer change: %zu, first %zu",
+	damage_reset(d);
+	d->buf[out + E2E_CANARY + 10] ^= 1; /* the send buffer changed */
+	wrong = damage_count(d, &first);
+	CHECK(wrong == 1 && first == out + E2E_CANARY + 10, "send buffer change: %zu, first %zu",
 	      wrong, first);
+}
+
+static void test_detect_misplaced(struct damage *d)
+{
+	struct e2e_case prev = d->c;
+	size_t first, wrong, in = d->in_e, out = d->out_e;
 
 	/* rank 0's chunk shifted by one element: nearly all of it must be wrong */
-	memcpy(copy, buf, total * sizeof(*copy));
-	memmove(copy + 1, copy, (in_e - 1) * sizeof(*copy));
-	wrong = count_wrong(&c, copy, out_e, in_e, &first);
-	CHECK(wrong > in_e * 9 / 10, "shifted chunk: only %zu of %zu counted", wrong, in_e);
+	damage_reset(d);
+	memmove(d->buf + 1, d->buf, (in - 1) * sizeof(*d->buf));
+	wrong = damage_count(d, &first);
+	CHECK(wrong > in * 9 / 10, "shifted chunk: only %zu of %zu counted", wrong, in);
 
 	/* the two ranks' chunks swapped */
-	memcpy(copy, buf, total * sizeof(*copy));
-	memcpy(copy, buf + in_e, in_e * sizeof(*copy));
-	memcpy(copy + in_e, buf, in_e * sizeof(*copy));
-	wrong = count_wrong(&c, copy, out_e, in_e, &first);
-	CHECK(wrong > out_e * 9 / 10, "swapped chunks: only %zu of %zu counted", wrong, out_e);
+	damage_reset(d);
+	memcpy(d->buf, d->good + in, in * sizeof(*d->buf));
+	memcpy(d->buf + in, d->good, in * sizeof(*d->buf));
+	wrong = damage_count(d, &first);
+	CHECK(wrong > out * 9 / 10, "swapped chunks: only %zu of %zu counted", wrong, out);
 
 	/* a stale result: the right operation, from the previous run's inputs */
-	{
-		struct e2e_case prev = c;
-		prev.seed = c.seed - 1;
-		for (size_t j = 0; j < out_e; j++)
-			copy[j] = e2e_bits(e2e_expect(&prev, j));
-		memcpy(copy + out_e, buf + out_e, (E2E_CANARY + in_e) * sizeof(*copy));
-		wrong = count_wrong(&c, copy, out_e, in_e, &first);
-		CHECK(wrong > out_e * 9 / 10, "stale result: only %zu of %zu counted", wrong, out_e);
-	}
+	damage_reset(d);
+	prev.seed = d->c.seed - 1;
+	for (size_t j = 0; j < out; j++)
+		d->buf[j] = e2e_bits(e2e_expect(&prev, j));
+	wrong = damage_count(d, &first);
+	CHECK(wrong > out * 9 / 10, "stale result: only %zu of %zu counted", wrong, out);
+}
 
-	/* another rank's reduce_scatter slice */
-	{
-		struct e2e_case r0 = {.op = E2E_REDUCE_SCATTER, .rank = 0, .nranks = 2, .seed = 9};
-		struct e2e_case r1 = r0;
-		size_t n = 0;
-		r1.rank = 1;
-		e2e_geometry(&r0, 2048 * sizeof(float), &in_e, &out_e);
-		e2e_geometry(&r1, 2048 * sizeof(float), &in_e, &out_e);
-		for (size_t j = 0; j < out_e; j++)
-			n += e2e_expect(&r0, j) != e2e_expect(&r1, j);
-		CHECK(n > out_e * 9 / 10, "ranks' reduce_scatter slices differ in only %zu of %zu", n,
-		      out_e);
-	}
-	free(copy);
-	free(buf);
-	free(in[0]);
-	free(in[1]);
+/* Another rank's reduce_scatter slice is not this rank's. */
+static void test_detect_other_rank(void)
+{
+	struct e2e_case r0 = {.op = E2E_REDUCE_SCATTER, .rank = 0, .nranks = 2, .seed = 9};
+	struct e2e_case r1 = r0;
+	size_t in_e, out_e, n = 0;
+
+	r1.rank = 1;
+	e2e_geometry(&r0, 2048 * sizeof(float), &in_e, &out_e);
+	e2e_geometry(&r1, 2048 * sizeof(float), &in_e, &out_e);
+	for (size_t j = 0; j < out_e; j++)
+		n += e2e_expect(&r0, j) != e2e_expect(&r1, j);
+	CHECK(n > out_e * 9 / 10, "ranks' reduce_scatter slices differ in only %zu of %zu", n,
+	      out_e);
+}
+
+static void test_detection(void)
+{
+	struct damage d;
+
+	damage_setup(&d);
+	test_detect_single(&d);
+	test_detect_misplaced(&d);
+	test_detect_other_rank();
+	free(d.buf);
+	free(d.good);
+	free(d.in[0]);
+	free(d.in[1]);
 }
 
 static void test_geometry(void)
