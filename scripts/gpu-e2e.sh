@@ -17,15 +17,19 @@
 #                                transport, fabnet and Socket alternating as time allows;
 #                                tests/gpu/gpu-dmabuf; NCCL's INFO logs and the lines that
 #                                prove fabnet was loaded and used; table.md for
-#                                docs/performance.md. Everything goes to OUT ($OUT).
+#                                docs/performance.md; last, a small fabnet-tcp run with GDR
+#                                forced (a note only, see docs/memory.md). Everything goes
+#                                to OUT ($OUT); summary.txt says what passed.
 #   scripts/gpu-e2e.sh table OUT The table again from OUT's CSV files.
 #
 # The device-side command (the device tool's run, carry ["build-e2e-carry"], timeout_s 420):
 #   bash scripts/gpu-e2e.sh run "$OUT"
-# A rerun with what is left of the 15 minutes (smaller, fewer rounds, timeout_s 240):
-#   E2E_BUDGET_S=150 E2E_MAX=256M bash scripts/gpu-e2e.sh run "$OUT"
+# A rerun with what is left of the 15 minutes (at once, while the machine is warm;
+# smaller, one round; timeout_s 240):
+#   E2E_BUDGET_S=120 E2E_MAX=256M E2E_ROUNDS=1 bash scripts/gpu-e2e.sh run "$OUT"
 #
-# Environment: E2E_BUDGET_S (300: no new run starts when it would end later),
+# Environment: E2E_BUDGET_S (300: the first round always runs, later ones only when
+# they would end in time),
 # E2E_MAX (1G), E2E_ROUNDS (3: most Socket/fabnet-tcp rounds), NCCL_LIB_DIR (the
 # directory of libnccl.so.2; default: the torch wheel's nvidia/nccl/lib), CUDA_HOME.
 # Exit: 0 all verified, 1 something failed, 77 no GPU (run).
@@ -244,6 +248,9 @@ do_run() {
 	[ -n "$out" ] || die "usage: scripts/gpu-e2e.sh run OUT (or set OUT)"
 	mkdir -p "$out/logs" || die "cannot create $out/logs"
 	exec > >(tee -a "$out/gpu-e2e.log") 2>&1
+	tee_pid=$!
+	# let tee write the last lines before the device tool collects OUT
+	trap 'exec >&- 2>&-; wait "$tee_pid"' EXIT
 	start=$(date +%s)
 	budget=${E2E_BUDGET_S:-300}
 	max=${E2E_MAX:-1G}
@@ -291,9 +298,10 @@ do_run() {
 	# after every GPU receive (Hopper needs none, so NCCL skips it unless forced)
 	local shm=(NCCL_NET_PLUGIN=fabnet NCCL_NET=fabnet FABNET_PROVIDER=shm NCCL_DMABUF_ENABLE=1
 		NCCL_NET_GDR_LEVEL=SYS NCCL_NET_GDR_READ=1 NCCL_NET_FORCE_FLUSH=1)
+	# the proofs first (each runs whatever the time), the baseline last
 	run_e2e fabnet-tcp 1 fabnet "${tcp[@]}"
-	run_e2e socket 1 Socket "${sock[@]}"
 	run_e2e fabnet-shm 1 fabnet "${shm[@]}"
+	run_e2e socket 1 Socket "${sock[@]}"
 	# more rounds, alternating, the order flipped each round
 	for ((r = 2; r <= rounds; r++)); do
 		if [ $((r % 2)) -eq 0 ]; then
