@@ -4,7 +4,8 @@
 # one), builds fabnet against it, prints fabnet-info, then runs
 # tests/gpu/gpu-dmabuf: two processes each export cuMemAlloc memory as a
 # dma-buf, register it with regMrDmaBuf (fd closed right after), move the
-# bytes and check every one after cuMemcpyDtoH.
+# bytes and check every one after cuMemcpyDtoH. (scripts/gpu-e2e.sh runs the
+# same test, and fabnet under NCCL, from binaries built elsewhere.)
 #
 # Usage: scripts/gpu-dmabuf.sh [--libfabric PREFIX] [--provider NAME]
 #                              [--build DIR] [-- gpu-dmabuf options]
@@ -17,8 +18,6 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-cache=${FABNET_CACHE:-${HOME:-/root}/.cache/fabnet}
-cuda=${CUDA_HOME:-/usr/local/cuda}
 prefix=
 provider=${FABNET_PROVIDER:-}
 build=$top/build-gpu
@@ -30,7 +29,7 @@ while [ $# -gt 0 ]; do
 	--provider) provider=$2; shift 2 ;;
 	--build) build=$2; shift 2 ;;
 	--) shift; break ;;
-	-h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
 	*) log "unknown option $1 (see --help)"; exit 1 ;;
 	esac
 done
@@ -51,39 +50,8 @@ if ! have_libcuda; then
 fi
 
 if [ -z "$prefix" ]; then
-	# libfabric 2.1 from the same pinned tarball as scripts/libfabric-2.1.sh,
-	# with CUDA (loaded at run time) so FI_HMEM_CUDA registrations work.
-	for h in cuda.h nvml.h; do
-		if [ ! -f "$cuda/include/$h" ]; then
-			log "$cuda/include/$h is missing: libfabric's CUDA support includes it" \
-				"(nvml.h comes with the toolkit's NVML development package," \
-				"cuda-nvml-dev-*). Set CUDA_HOME or pass --libfabric PREFIX."
-			exit 1
-		fi
-	done
-	bash scripts/libfabric-2.1.sh >/dev/null || { log "fetching libfabric 2.1 failed"; exit 1; }
-	version=2.1.0
-	tarball=$cache/src-$version/libfabric_$version.orig.tar.xz
-	prefix=$cache/libfabric-$version-cuda
-	stamp=$prefix/.fabnet-built-cuda-$(sha256sum "$tarball" | cut -c1-16)
-	if [ ! -f "$stamp" ]; then
-		work=$cache/src-$version/build-cuda
-		log "building libfabric $version with CUDA ($cuda) into $prefix (a few minutes)"
-		rm -rf "$work" "$prefix"
-		mkdir -p "$work"
-		tar -C "$work" -xf "$tarball"
-		(
-			cd "$work/libfabric-$version"
-			[ -x configure ] || ./autogen.sh >"$work/autogen.log" 2>&1
-			# efa and verbs are built when rdma-core's headers are present
-			./configure --prefix="$prefix" --with-cuda="$cuda" --enable-cuda-dlopen \
-				--disable-psm3 --disable-opx --disable-usnic --disable-psm2 \
-				--enable-debug=no >"$work/configure.log" 2>&1
-			make -j"$(nproc)" >"$work/make.log" 2>&1
-			make install >>"$work/make.log" 2>&1
-		) || { log "the libfabric build failed; see the logs in $work"; exit 1; }
-		touch "$stamp"
-	fi
+	# libfabric 2.1 with CUDA (loaded at run time) so FI_HMEM_CUDA registrations work
+	prefix=$(bash scripts/libfabric-2.1-cuda.sh) || { log "building libfabric 2.1 with CUDA failed"; exit 1; }
 fi
 [ -x "$prefix/bin/fi_info" ] || [ -f "$prefix/include/rdma/fabric.h" ] ||
 	{ log "$prefix does not look like a libfabric installation"; exit 1; }

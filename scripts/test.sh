@@ -74,6 +74,18 @@ step "fuzzing the decoders" bash scripts/fuzz.sh "${FABNET_FUZZ_SECONDS:-20}"
 step "ASan+UBSan, TSan, valgrind" bash scripts/sanitize.sh
 step "clang -Werror build" bash scripts/build.sh build-clang CC=clang
 step "exported symbols are the plugin tables only" exports
+# The GPU end-to-end run's build side (libfabric 2.1 with CUDA, the nvcc-built
+# driver, its no-GPU checks, the carry directory): needs a CUDA toolkit, which
+# install-deps.sh does not install; without one it is reported as not run.
+gpu_e2e_build() {
+	if [ ! -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
+		echo "not run: no CUDA toolkit (nvcc) under ${CUDA_HOME:-/usr/local/cuda}"
+		return 0
+	fi
+	bash scripts/gpu-e2e.sh build >gpu-e2e-build.out 2>&1 || { tail -40 gpu-e2e-build.out; return 1; }
+	grep -E 'selftest|packed|FAIL' gpu-e2e-build.out
+}
+step "GPU end-to-end: build side and no-GPU checks (scripts/gpu-e2e.sh build)" gpu_e2e_build
 
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -284,7 +284,7 @@ static ncclResult_t reg_common(void *comm, void *data, size_t size, int type, in
 	struct fabnet_comm *c = as_comm(comm, 0, call);
 	struct fabnet_rmr *rmr = NULL;
 	struct fabnet_dev *d;
-	int rc, support;
+	int rc, support, dmabuf = 0;
 
 	if (!c || !mhandle || !data || size == 0) {
 		FN_WARN("fabnet: %s: invalid arguments (buffer %p, %zu bytes)", call, data, size);
@@ -301,17 +301,22 @@ static ncclResult_t reg_common(void *comm, void *data, size_t size, int type, in
 		return ncclInvalidArgument;
 	}
 	if (fd >= 0 && !(support & NCCL_PTR_DMABUF)) {
-		if (!d->dmabuf_fallback_logged) {
-			d->dmabuf_fallback_logged = 1;
-			FN_INFO(NCCL_NET, "fabnet: %s on %s: registering by address instead of dma-buf: "
-				"%s", call, d->name, d->why_no_dmabuf);
-		}
+		/* every dma-buf NCCL hands us is accounted for in the log */
+		FN_INFO(NCCL_NET, "fabnet: %s on %s: %zu bytes of %s memory at %p registered by "
+			"address instead of dma-buf: %s", call, d->name, size,
+			type == NCCL_PTR_CUDA ? "CUDA" : "host", data, d->why_no_dmabuf);
 		fd = -1;
+	} else if (fd >= 0) {
+		dmabuf = 1;
 	}
 	rc = fabnet_proto_reg(d, data, size, type, fd, offset, &rmr);
 	pthread_mutex_unlock(&d->lock);
 	if (rc)
 		return ncclSystemError;
+	if (dmabuf)
+		FN_INFO(NCCL_NET, "fabnet: %s on %s: %zu bytes of %s memory at %p registered as a "
+			"dma-buf (fd %d, offset %llu)", call, d->name, size,
+			type == NCCL_PTR_CUDA ? "CUDA" : "host", data, fd, (unsigned long long)offset);
 	*mhandle = rmr;
 	return ncclSuccess;
 }

@@ -89,7 +89,6 @@ struct fabnet_dev {
 	int ptr_support;        /* NCCL_PTR_* bits */
 	char why_no_cuda[192];
 	char why_no_dmabuf[192];
-	int dmabuf_fallback_logged;
 	int dmabuf_raddr_word;  /* remote addresses of dma-buf regions count from
 				 * the first word of struct fi_mr_dmabuf (see mr.c) */
 
