@@ -27,14 +27,7 @@ if [ "$(id -u)" != 0 ]; then
 	exit 77
 fi
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v mmdebstrap >/dev/null; then
-	log "installing podman, runc and mmdebstrap (about 15 s)"
-	apt-get install -y -qq --no-install-recommends podman runc mmdebstrap \
-		containernetworking-plugins >/dev/null 2>&1 ||
-		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends podman \
-			runc mmdebstrap containernetworking-plugins >/dev/null; } ||
-		{ log "cannot install podman"; exit 1; }
-fi
+bash scripts/install-deps.sh podman runc mmdebstrap containernetworking-plugins || exit 1
 
 tmp=$(mktemp -d /tmp/fabnet-container-test.XXXXXX)
 chmod 755 "$tmp"

@@ -29,18 +29,7 @@ if [ "$(id -u)" != 0 ]; then
 	exit 77
 fi
 export DEBIAN_FRONTEND=noninteractive
-tools=(dpkg-dev debhelper dh-autoreconf lintian mmdebstrap fakeroot pkg-config libfabric-dev
-       libhwloc-dev libcunit1-dev python3)
-missing=$(for t in "${tools[@]}"; do
-	dpkg-query -W -f '${Status}\n' "$t" 2>/dev/null | grep -q '^install ok installed$' || echo "$t"
-done)
-if [ -n "$missing" ]; then
-	log "installing" $missing "(about 30 s)"
-	# shellcheck disable=SC2086 # one package a word
-	apt-get install -y -qq --no-install-recommends $missing >/dev/null 2>&1 ||
-		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends $missing >/dev/null; } ||
-		{ log "cannot install" $missing; exit 1; }
-fi
+bash scripts/install-deps.sh dpkg-dev debhelper dh-autoreconf lintian mmdebstrap fakeroot || exit 1
 
 tmp=$(mktemp -d /tmp/fabnet-package-test.XXXXXX)
 chmod 755 "$tmp"
