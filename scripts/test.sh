@@ -23,7 +23,7 @@ step() { # NAME COMMAND...
 		echo "=== $name: FAILED ($((SECONDS - start)) s)"; failed=$((failed + 1))
 	fi
 }
-echo "=== the whole suite: about 35 minutes on 2 idle cores (longer when they are shared;" \
+echo "=== the whole suite: about 27 minutes (measured on 2 cores shared with other builds;" \
 	"the first run also builds libfabric 2.1, about 3 minutes)"
 
 make_check() { # BUILDDIR CONFIGURE-ARGS...
