@@ -14,7 +14,7 @@
 # fail here: docs/container.md).
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-cd "$top"
+cd "$top" || exit 1
 
 pass=0 fail=0 skip=0
 ok() { echo "PASS $1"; pass=$((pass + 1)); }

@@ -6,7 +6,7 @@
 # version. Usage: scripts/distcheck.sh [BUILDDIR] (default build-dist)
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-cd "$top"
+cd "$top" || exit 1
 dir=${1:-build-dist}
 version=$(sh scripts/version.sh) || exit 1
 [ -x configure ] || ./autogen.sh >/dev/null 2>&1

@@ -16,7 +16,7 @@
 #   FABNET_PACKAGE_OUT=DIR  keep the .deb files and logs in DIR
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-cd "$top"
+cd "$top" || exit 1
 
 pass=0 fail=0 skip=0
 ok() { echo "PASS $1"; pass=$((pass + 1)); }
@@ -245,7 +245,8 @@ while read -r f; do
 	left="$left $f"
 done <"$tmp/owned"
 [ -z "$left" ] && ok "no file of the packages is left" || ko "files left" "$left"
-left=$(ls "$root/var/lib/dpkg/info" | grep -E '^(libnccl-net-fabnet|fabnet-tools)' || true)
+left=$(cd "$root/var/lib/dpkg/info" && for f in libnccl-net-fabnet* fabnet-tools*; do
+	[ -e "$f" ] && echo "$f"; done)
 [ -z "$left" ] && ok "dpkg's database has forgotten the packages" || ko "dpkg database" "$left"
 # the dependencies apt pulled in (libfabric1, libhwloc15, ...) went with --autoremove
 installed >"$tmp/after.pkgs"
