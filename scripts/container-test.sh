@@ -208,20 +208,26 @@ fi
 if [ "${FABNET_CONTAINER_PREFIX:-1}" = 0 ]; then
 	skipped "libfabric-prefix image" "FABNET_CONTAINER_PREFIX=0"
 elif lf21=$(bash scripts/libfabric-2.1.sh 2>/dev/null); then
-	# a base that carries its own libfabric under a prefix, as EFA images do
-	ctx=$tmp/lf-base
-	mkdir -p "$ctx/opt/libfabric"
-	cp -a "$lf21/lib" "$lf21/include" "$ctx/opt/libfabric/"
-	rm -f "$ctx"/opt/libfabric/lib/*.a "$ctx"/opt/libfabric/lib/*.la
-	printf 'FROM %s\nCOPY opt /opt\n' "$base" >"$ctx/Containerfile"
-	lfbase=localhost/fabnet-test-lfbase:$$
-	if "${podman[@]}" build -q "${limits[@]}" -t "$lfbase" "$ctx" >/dev/null 2>&1; then
+	# a base that carries its own libfabric under a prefix, as EFA images do;
+	# kept under a tag of its inputs, so that the next run's build reuses the
+	# layers built on it (the apt step above all)
+	lfbase=localhost/fabnet-test-lfbase:$(printf '%s %s' "$base" "$(ls "$lf21"/.fabnet-built-*)" |
+		sha256sum | cut -c1-16)
+	if ! "${podman[@]}" image exists "$lfbase"; then
+		ctx=$tmp/lf-base
+		mkdir -p "$ctx/opt/libfabric"
+		cp -a "$lf21/lib" "$lf21/include" "$ctx/opt/libfabric/"
+		rm -f "$ctx"/opt/libfabric/lib/*.a "$ctx"/opt/libfabric/lib/*.la
+		printf 'FROM %s\nCOPY opt /opt\n' "$base" >"$ctx/Containerfile"
+		"${podman[@]}" build -q "${limits[@]}" -t "$lfbase" "$ctx" >/dev/null 2>&1
+	fi
+	if "${podman[@]}" image exists "$lfbase"; then
 		image=localhost/fabnet-test-lf:$$
 		base_save=$base
 		base=$lfbase
 		build "$image" --build-arg LIBFABRIC_PREFIX=/opt/libfabric && check_image "$image" 2.1
 		base=$base_save
-		[ -n "${FABNET_CONTAINER_KEEP:-}" ] || "${podman[@]}" rmi -f "$image" "$lfbase" >/dev/null 2>&1
+		[ -n "${FABNET_CONTAINER_KEEP:-}" ] || "${podman[@]}" rmi -f "$image" >/dev/null 2>&1
 	else
 		ko "libfabric-prefix base image" "podman build failed"
 	fi
