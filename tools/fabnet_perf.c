@@ -31,6 +31,8 @@
 #define _GNU_SOURCE
 #endif
 
+#include <config.h>
+
 #include <errno.h>
 #include <malloc.h>
 #include <math.h>
@@ -1503,9 +1505,12 @@ static void usage(FILE *f)
 		"  --check all|last     verify every message, or warm-up and the last (last)\n"
 		"  --csv FILE, --json FILE, --plot FILE.svg   results (rank 0 writes them)\n"
 		"  --progress           a progress line on stderr (default: when it is a tty)\n"
-		"  --plugin PATH        (./.libs/libnccl-net-fabnet.so)   --abi N (6..12)\n"
+		"  --plugin PATH        a path, or a name the dynamic linker finds as NCCL would\n"
+		"                       (./.libs/libnccl-net-fabnet.so in a build directory, else\n"
+		"                       libnccl-net-fabnet.so)   --abi N (6..12)\n"
 		"  -d, --dev D          device index (0)\n"
 		"  -p, --provider P     sets FABNET_PROVIDER for fabnet\n"
+		"  --version            fabnet's version, then exit\n"
 		"launch:\n"
 		"  -n, --nranks N       fork N local ranks (2); with --rank: the job's size\n"
 		"  --rank R --ctl ADDR  run one rank started by hand; ADDR is HOST:PORT (TCP, rank 0\n"
@@ -1513,6 +1518,16 @@ static void usage(FILE *f)
 		"  under mpirun (OMPI_COMM_WORLD_RANK/SIZE, PMI_RANK/SIZE or SLURM_PROCID/NTASKS\n"
 		"  set): rank and size come from there; --ctl HOST:PORT names rank 0's host (on\n"
 		"  one host it may be left out)\n");
+}
+
+/* The build directory's plugin when run from one (make check, scripts), else
+ * the installed plugin by name: the dynamic linker then searches for it as it
+ * does for NCCL's dlopen (LD_LIBRARY_PATH, the cache, the system dirs). */
+static const char *default_plugin(void)
+{
+	static const char built[] = "./.libs/libnccl-net-fabnet.so";
+
+	return access(built, F_OK) == 0 ? built : "libnccl-net-fabnet.so";
 }
 
 /* Rank and size from a launcher's environment, if any. */
@@ -1587,7 +1602,7 @@ static int parse_modes(const char *s, unsigned *out)
 int main(int argc, char **argv)
 {
 	static struct perf p;
-	const char *plugin = "./.libs/libnccl-net-fabnet.so", *ctl = NULL;
+	const char *plugin = default_plugin(), *ctl = NULL;
 	const char *csv = NULL, *json = NULL, *plot = NULL, *job = NULL;
 	int abi = 0, rank = -1, nranks = 0, under_launcher = 0, progress_flag = 0;
 	char dir[] = "/tmp/fabnet-perf.XXXXXX", path[128];
@@ -1609,6 +1624,10 @@ int main(int argc, char **argv)
 		int ok = 1;
 		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
 			usage(stdout);
+			return 0;
+		}
+		if (!strcmp(a, "--version")) {
+			printf("fabnet-perf (fabnet) %s\n", PACKAGE_VERSION);
 			return 0;
 		}
 		if (!strcmp(a, "--progress")) {
