@@ -12,6 +12,16 @@
 
 #define to_cq(x) ((struct sefa_cq *)(x))
 
+/* CQ locks this thread holds between start_poll and end_poll: libfabric posts
+ * sends from completion handlers, and a post must not then lend its CPU to
+ * the device, which would push completions into a CQ this thread has locked. */
+static __thread int polls_open;
+
+bool sefa_thread_polls(void)
+{
+	return polls_open > 0;
+}
+
 static void consume(struct sefa_cq *cq)
 {
 	struct sefa_cqe *c = cq->cur;
@@ -45,8 +55,19 @@ static int start_poll(struct ibv_cq_ex *cqx, struct ibv_poll_cq_attr *attr)
 		return EINVAL;
 	pthread_mutex_lock(&cq->lock);
 	err = load_next(cq);
+	if (!err) {
+		polls_open++;
+		return 0;
+	}
+	pthread_mutex_unlock(&cq->lock);
+	if (polls_open || !sefa_engine_assist(cq->dev))
+		return ENOENT;
+	pthread_mutex_lock(&cq->lock);
+	err = load_next(cq);
 	if (err)
 		pthread_mutex_unlock(&cq->lock);
+	else
+		polls_open++;
 	return err;
 }
 
@@ -63,6 +84,7 @@ static void end_poll(struct ibv_cq_ex *cqx)
 	struct sefa_cq *cq = to_cq(cqx);
 
 	consume(cq);
+	polls_open--;
 	pthread_mutex_unlock(&cq->lock);
 }
 
@@ -321,6 +343,11 @@ int sefa_poll_cq(struct ibv_cq *ibcq, int n, struct ibv_wc *wc)
 	int i;
 
 	pthread_mutex_lock(&cq->lock);
+	if (cq->head == cq->tail && !polls_open) {
+		pthread_mutex_unlock(&cq->lock);
+		sefa_engine_assist(cq->dev);
+		pthread_mutex_lock(&cq->lock);
+	}
 	for (i = 0; i < n && !load_next(cq); i++) {
 		struct sefa_cqe *c = cq->cur;
 

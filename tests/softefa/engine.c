@@ -64,9 +64,43 @@ bool sefa_peer_alive(struct sefa_dev *dev, struct sefa_peer *peer)
 	return shm && atomic_load(&shm->alive) && sefa_pid_alive(shm->pid);
 }
 
-ssize_t sefa_sendto_peer(struct sefa_dev *dev, struct sefa_peer *peer, const void *buf, size_t len)
+static void wake(struct sefa_dev *dev, struct sefa_peer *peer)
 {
-	return sendto(dev->sock, buf, len, MSG_DONTWAIT, (struct sockaddr *)&peer->addr, sizeof(peer->addr));
+	struct sefa_shm *shm = sefa_peer_shm(dev, peer);
+	struct sefa_pkt p = { .magic = SEFA_PKT_MAGIC, .type = PKT_WAKE };
+
+	if (shm && atomic_load(&shm->sleeping))
+		sendto(dev->sock, &p, sizeof(p), MSG_DONTWAIT, (struct sockaddr *)&peer->addr, sizeof(peer->addr));
+}
+
+int sefa_peer_send(struct sefa_dev *dev, struct sefa_peer *peer, const void *buf, size_t len)
+{
+	int err;
+
+	if (!peer->out) {
+		char path[192];
+
+		sefa_ring_path(path, sizeof(path), dev->gid, dev->slot, peer->gid, peer->slot);
+		peer->out = sefa_ring_create(path);
+		if (!peer->out)
+			return EAGAIN;
+	}
+	if (!peer->announced) {
+		struct sefa_pkt a = { .magic = SEFA_PKT_MAGIC, .type = PKT_RING, .src_slot = dev->slot };
+
+		memcpy(a.src_gid, dev->gid, 16);
+		a.seq = sefa_ring_incarnation(peer->out);
+		if (sendto(dev->sock, &a, sizeof(a), MSG_DONTWAIT, (struct sockaddr *)&peer->addr,
+			   sizeof(peer->addr)) < 0)
+			return errno == EAGAIN || errno == ENOBUFS ? EAGAIN : ECONNREFUSED;
+		peer->announced = true;
+	}
+	err = sefa_ring_push(peer->out, buf, len, NULL, 0);
+	if (err == EMSGSIZE)
+		SEFA_ERR("a packet of %zu bytes does not fit the ring (SOFTEFA_RING_KB)", len);
+	if (!err)
+		wake(dev, peer);
+	return err;
 }
 
 /* ---- the op table ------------------------------------------------------------ */
@@ -302,7 +336,7 @@ static void absent(struct sefa_dev *dev, struct sefa_op *op, uint64_t now)
 /* Returns false when the peer's queue is full and transmission must pause. */
 static bool transmit_one(struct sefa_dev *dev, struct sefa_op *op, uint64_t now)
 {
-	ssize_t n;
+	int err;
 
 	if (!op->pkt) {	/* RDMA read or write */
 		int st = sefa_rdma_exec(dev, op->peer, &op->w, &op->byte_len);
@@ -326,18 +360,20 @@ static bool transmit_one(struct sefa_dev *dev, struct sefa_op *op, uint64_t now)
 		fill_header(dev, op, PKT_WRITE_IMM);
 		op->pkt->len = op->byte_len;
 	}
-	n = sefa_sendto_peer(dev, op->peer, op->pkt, op->pkt_len);
-	SEFA_DBG("tx QP[%u] seq %#llx to QP[%u]: %zd (%s)", op->qp->qpn, (unsigned long long)op->seq, op->w.dqpn, n,
-		 n < 0 ? strerror(errno) : "ok");
-	if (n == (ssize_t)op->pkt_len) {
+	err = sefa_peer_send(dev, op->peer, op->pkt, op->pkt_len);
+	SEFA_DBG("tx QP[%u] seq %#llx to QP[%u]: %s", op->qp->qpn, (unsigned long long)op->seq, op->w.dqpn,
+		 err ? strerror(err) : "ok");
+	if (!err) {
 		op->state = OP_WAIT_ACK;
 		arm(dev->eng, op->deadline);
 		return true;
 	}
-	if (n < 0 && (errno == EAGAIN || errno == ENOBUFS))
+	if (err == EAGAIN)
 		return false;
-	if (n < 0 && errno != ENOENT && errno != ECONNREFUSED)
-		SEFA_ERR("sendto %s: %s", op->peer->addr.sun_path, strerror(errno));
+	if (err == EMSGSIZE) {
+		sefa_op_complete(dev, op, SEFA_ST_LOCAL_QP_INTERNAL);
+		return true;
+	}
 	absent(dev, op, now);
 	return true;
 }
@@ -447,6 +483,18 @@ static int64_t wait_ns(struct sefa_dev *dev)
 	return e->next_timer > now ? (int64_t)(e->next_timer - now) : 0;
 }
 
+/* One round of device work; the caller holds dev->lock. */
+static int engine_step(struct sefa_dev *dev)
+{
+	int work = fetch_posted(dev);
+
+	work += transmit(dev);
+	work += sefa_engine_receive(dev);
+	work += run_timers(dev);
+	cwin_flush(dev);
+	return work;
+}
+
 static void *engine_main(void *arg)
 {
 	struct sefa_dev *dev = arg;
@@ -455,18 +503,14 @@ static void *engine_main(void *arg)
 	while (!atomic_load(&dev->stop)) {
 		struct timespec ts, *tsp = NULL;
 		int64_t wait;
-		int work;
 		bool pending;
 
 		pthread_mutex_lock(&dev->lock);
-		work = fetch_posted(dev);
-		work += transmit(dev);
-		work += sefa_engine_receive(dev);
-		work += run_timers(dev);
-		cwin_flush(dev);
+		pending = engine_step(dev) > 0;
 		wait = wait_ns(dev);
 		atomic_store(&dev->sleeping, true);
-		pending = work || sq_pending(dev);
+		atomic_store(&dev->shm->sleeping, 1);
+		pending = pending || sq_pending(dev) || sefa_rings_pending(dev);
 		pthread_mutex_unlock(&dev->lock);
 		if (!pending && wait != 0) {
 			if (wait > 0) {
@@ -476,6 +520,7 @@ static void *engine_main(void *arg)
 			}
 			ppoll(pfd, 2, tsp, NULL);
 		}
+		atomic_store(&dev->shm->sleeping, 0);
 		atomic_store(&dev->sleeping, false);
 		if (pfd[1].revents & POLLIN) {
 			uint64_t v;
@@ -486,6 +531,18 @@ static void *engine_main(void *arg)
 		pfd[0].revents = pfd[1].revents = 0;
 	}
 	return NULL;
+}
+
+/* An application thread that posts or polls lends the device its CPU when
+ * the device thread is not busy: with few cores a sleeping device thread
+ * would otherwise wait for the spinning poller's time slice to end. */
+bool sefa_engine_assist(struct sefa_dev *dev)
+{
+	if (pthread_mutex_trylock(&dev->lock))
+		return false;
+	engine_step(dev);
+	pthread_mutex_unlock(&dev->lock);
+	return true;
 }
 
 void sefa_engine_kick(struct sefa_dev *dev)
@@ -505,9 +562,7 @@ int sefa_engine_start(struct sefa_dev *dev)
 		return ENOMEM;
 	e->rng = sefa_cfg.seed ^ ((uint64_t)dev->index << 48) ^ ((uint64_t)dev->slot << 40);
 	e->next_timer = UINT64_MAX;
-	e->rxbuf_len = sizeof(struct sefa_pkt) + (sefa_cfg.prof.mtu > SEFA_MAX_ACKS * sizeof(struct sefa_ack)
-							   ? sefa_cfg.prof.mtu
-							   : SEFA_MAX_ACKS * sizeof(struct sefa_ack));
+	e->rxbuf_len = sizeof(struct sefa_pkt) + 64;
 	e->rxbuf = malloc(e->rxbuf_len);
 	dev->eng = e;
 	dev->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -549,6 +604,7 @@ void sefa_engine_stop(struct sefa_dev *dev)
 
 			e->peers[h] = p->next;
 			sefa_shm_unmap(p->shm);
+			sefa_ring_close(p->out, true);
 			free(p->acks);
 			free(p);
 		}
@@ -558,6 +614,9 @@ void sefa_engine_stop(struct sefa_dev *dev)
 	free(e->free_slots);
 	free(e->cwin);
 	free(e->ack_peers);
+	for (uint32_t i = 0; i < e->n_in; i++)
+		sefa_ring_close(e->in[i], false);
+	free(e->in);
 	free(e->rxbuf);
 	free(e);
 	dev->eng = NULL;

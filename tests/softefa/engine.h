@@ -2,14 +2,16 @@
 #ifndef SEFA_ENGINE_H
 #define SEFA_ENGINE_H
 
-#include "sefa.h"
+#include "ring.h"
 
 #include <sys/socket.h>
 
 #define SEFA_PKT_MAGIC 0x53454650u	/* "SEFP" */
 #define SEFA_RDMA_ABSENT (-1)		/* the target device is not there (yet, or any more) */
 
-enum { PKT_SEND = 1, PKT_WRITE_IMM = 2, PKT_ACKS = 3 };
+/* PKT_SEND, PKT_WRITE_IMM and PKT_ACKS travel in rings; PKT_RING (a new ring
+ * to map) and PKT_WAKE (the receiver was asleep) on the receiver's socket. */
+enum { PKT_SEND = 1, PKT_WRITE_IMM = 2, PKT_ACKS = 3, PKT_RING = 4, PKT_WAKE = 5 };
 
 /* Wire format between device threads (same host, native byte order). */
 struct sefa_pkt {
@@ -38,6 +40,8 @@ struct sefa_peer {
 	uint32_t slot;
 	struct sockaddr_un addr;
 	struct sefa_shm *shm;
+	struct sefa_ring *out;	/* what we send it */
+	bool announced;		/* it has been told to map out */
 	bool responsive;	/* it has answered at least once */
 	struct sefa_peer *next;
 	/* acknowledgements waiting to go out (never dropped: the sender
@@ -83,7 +87,9 @@ struct sefa_engine {
 	uint64_t next_timer;
 	uint32_t ack_backlog;	/* acknowledgements not sent yet */
 	long rnr_count;		/* received sends, for SOFTEFA_FAULT_RNR_EVERY */
-	uint8_t *rxbuf;
+	struct sefa_ring **in;	/* rings others send us */
+	uint32_t n_in, in_cap;
+	uint8_t *rxbuf;		/* socket datagrams */
 	size_t rxbuf_len;
 };
 
@@ -94,6 +100,8 @@ void sefa_op_on_ack(struct sefa_dev *dev, struct sefa_op *op, uint32_t status);
 struct sefa_op *sefa_op_by_seq(struct sefa_engine *e, uint64_t seq);
 int sefa_engine_receive(struct sefa_dev *dev);
 void sefa_ack_flush(struct sefa_dev *dev);
-ssize_t sefa_sendto_peer(struct sefa_dev *dev, struct sefa_peer *peer, const void *buf, size_t len);
+/* 0, EAGAIN (its ring is full: retry), or ECONNREFUSED (nobody there) */
+int sefa_peer_send(struct sefa_dev *dev, struct sefa_peer *peer, const void *buf, size_t len);
+bool sefa_rings_pending(struct sefa_dev *dev);
 
 #endif

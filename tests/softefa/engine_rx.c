@@ -68,12 +68,12 @@ void sefa_ack_flush(struct sefa_dev *dev)
 		while (sent < peer->n_acks) {
 			uint32_t n = peer->n_acks - sent < SEFA_MAX_ACKS ? peer->n_acks - sent : SEFA_MAX_ACKS;
 			size_t len = sizeof(*p) + n * sizeof(struct sefa_ack);
-			ssize_t r;
+			int r;
 
 			p->n_acks = (uint16_t)n;
 			memcpy(p->data, peer->acks + sent, n * sizeof(struct sefa_ack));
-			r = sefa_sendto_peer(dev, peer, p, len);
-			if (r < 0 && (errno == EAGAIN || errno == ENOBUFS))
+			r = sefa_peer_send(dev, peer, p, len);
+			if (r == EAGAIN)
 				break;
 			/* a peer that is gone needs no acknowledgement */
 			sent += n;
@@ -195,34 +195,94 @@ static void vanish(struct sefa_dev *dev)
 	atomic_store(&dev->shm->alive, 0);
 }
 
-/* Reads what has arrived (at most a batch) and answers it. */
+static void handle_record(void *arg, const void *rec, size_t len)
+{
+	struct sefa_dev *dev = arg;
+	const struct sefa_pkt *p = rec;
+
+	if (dev->vanished)
+		return;
+	if (sefa_cfg.fault_vanish_after && ++dev->rx_packets >= sefa_cfg.fault_vanish_after) {
+		vanish(dev);
+		return;
+	}
+	if (len < sizeof(*p) || p->magic != SEFA_PKT_MAGIC) {
+		SEFA_ERR("dropping a record that is not a softefa packet");
+		return;
+	}
+	if (p->type == PKT_ACKS)
+		handle_acks(dev, p, len);
+	else if (p->type == PKT_SEND || p->type == PKT_WRITE_IMM)
+		handle_data(dev, p, len);
+}
+
+/* A sender announces its ring to us: map it (again, if the sender is new). */
+static void map_ring(struct sefa_dev *dev, const struct sefa_pkt *p)
+{
+	struct sefa_engine *e = dev->eng;
+	char path[192];
+	struct sefa_ring *r;
+	uint32_t i;
+
+	sefa_ring_path(path, sizeof(path), p->src_gid, p->src_slot, dev->gid, dev->slot);
+	for (i = 0; i < e->n_in; i++)
+		if (!strcmp(e->in[i]->path, path))
+			break;
+	if (i < e->n_in && sefa_ring_incarnation(e->in[i]) == p->seq)
+		return;
+	r = sefa_ring_open(path);
+	if (!r) {
+		SEFA_ERR("cannot map the ring %s a peer announced", path);
+		return;
+	}
+	memcpy(r->src_gid, p->src_gid, 16);
+	r->src_slot = p->src_slot;
+	if (i < e->n_in) {
+		sefa_ring_close(e->in[i], false);
+		e->in[i] = r;
+		return;
+	}
+	if (e->n_in == e->in_cap) {
+		uint32_t ncap = e->in_cap ? e->in_cap * 2 : 16;
+		struct sefa_ring **a = realloc(e->in, ncap * sizeof(*a));
+
+		if (!a) {
+			SEFA_ERR("out of memory: a peer's ring is ignored");
+			sefa_ring_close(r, false);
+			return;
+		}
+		e->in = a;
+		e->in_cap = ncap;
+	}
+	e->in[e->n_in++] = r;
+}
+
+bool sefa_rings_pending(struct sefa_dev *dev)
+{
+	for (uint32_t i = 0; i < dev->eng->n_in; i++)
+		if (!sefa_ring_empty(dev->eng->in[i]))
+			return true;
+	return false;
+}
+
+/* Maps announced rings, then answers what they carry (a batch per ring). */
 int sefa_engine_receive(struct sefa_dev *dev)
 {
 	struct sefa_engine *e = dev->eng;
-	int n;
+	int n = 0;
 
-	/* while many acknowledgements wait for room, stop taking new packets */
-	for (n = 0; n < 64 && e->ack_backlog < 4096; n++) {
+	for (;;) {
 		ssize_t len = recv(dev->sock, e->rxbuf, e->rxbuf_len, MSG_DONTWAIT);
 		const struct sefa_pkt *p = (const struct sefa_pkt *)e->rxbuf;
 
 		if (len < 0)
 			break;
-		if (dev->vanished)
-			continue;
-		if (sefa_cfg.fault_vanish_after && ++dev->rx_packets >= sefa_cfg.fault_vanish_after) {
-			vanish(dev);
-			continue;
-		}
-		if ((size_t)len < sizeof(*p) || p->magic != SEFA_PKT_MAGIC) {
-			SEFA_ERR("dropping a datagram that is not a softefa packet");
-			continue;
-		}
-		if (p->type == PKT_ACKS)
-			handle_acks(dev, p, (size_t)len);
-		else if (p->type == PKT_SEND || p->type == PKT_WRITE_IMM)
-			handle_data(dev, p, (size_t)len);
+		if ((size_t)len >= sizeof(*p) && p->magic == SEFA_PKT_MAGIC && p->type == PKT_RING)
+			map_ring(dev, p);
 	}
+	/* while many acknowledgements wait for room, stop taking new packets */
+	for (uint32_t i = 0; i < e->n_in && e->ack_backlog < 4096; i++)
+		n += sefa_ring_drain(e->in[i], 64, handle_record, dev);
 	sefa_ack_flush(dev);
 	return n;
 }

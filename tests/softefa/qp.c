@@ -195,7 +195,7 @@ static int wr_complete(struct ibv_qp_ex *qpx)
 		atomic_store(&qp->sq_head, qp->sess_head + qp->sess_pending);
 	qp->cur = NULL;
 	pthread_mutex_unlock(&qp->sq_lock);
-	if (!err)
+	if (!err && (sefa_thread_polls() || !sefa_engine_assist(qp->dev)))
 		sefa_engine_kick(qp->dev);
 	return err;
 }

@@ -96,6 +96,7 @@ struct sefa_shm {
 	uint32_t slot;
 	uint8_t gid[16];
 	_Atomic uint32_t alive;	/* 0 once closed or vanished */
+	_Atomic uint32_t sleeping;	/* the device thread waits on its socket: wake it */
 	pthread_mutex_t lock;	/* robust, process-shared: MR/QP/AH changes and remote checks */
 	uint8_t ah_gid[SEFA_SHM_AH][16];	/* peers this device has an AH for */
 	uint32_t ah_refs[SEFA_SHM_AH];
@@ -264,11 +265,13 @@ int sefa_rq_pop(struct sefa_qp *qp, struct sefa_rwqe *out);
 void sefa_cq_push(struct sefa_cq *cq, const struct sefa_cqe *cqe);
 void sefa_cq_purge_qp(struct sefa_cq *cq, uint32_t qpn);
 int sefa_poll_cq(struct ibv_cq *ibcq, int n, struct ibv_wc *wc);
+bool sefa_thread_polls(void);
 
 /* engine.c: the device thread */
 int sefa_engine_start(struct sefa_dev *dev);
 void sefa_engine_stop(struct sefa_dev *dev);
 void sefa_engine_kick(struct sefa_dev *dev);
+bool sefa_engine_assist(struct sefa_dev *dev);
 void sefa_engine_forget_qp(struct sefa_dev *dev, struct sefa_qp *qp);
 
 /* rdma.c: one-sided operations, executed by the initiator's device thread */
