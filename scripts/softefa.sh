@@ -42,12 +42,13 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
 	local opts=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt_dir/parts"
 		-o "Dir::State::Lists=$apt_dir/lists")
-	apt-get "${opts[@]}" -qq update >&2
+	apt-get "${opts[@]}" -qq update >"$dir/apt.log" 2>&1 || { cat "$dir/apt.log" >&2; return 1; }
 	# exits non-zero when the .dsc is missing on the mirror: the checksum decides
-	(cd "$dir" && apt-get "${opts[@]}" -qq source --download-only "$pkg=$ver" >&2) ||
-		(cd "$dir" && apt-get "${opts[@]}" -qq source --download-only "$pkg" >&2) || true
+	(cd "$dir" && apt-get "${opts[@]}" -qq source --download-only "$pkg=$ver" >>"$dir/apt.log" 2>&1) ||
+		(cd "$dir" && apt-get "${opts[@]}" -qq source --download-only "$pkg" >>"$dir/apt.log" 2>&1) || true
 	if ! echo "$sum  $dir/$file" | sha256sum -c --status 2>/dev/null; then
-		log "$dir/$file is missing or its sha256 is not $sum"
+		log "$dir/$file is missing or its sha256 is not $sum (apt said:)"
+		tail -5 "$dir/apt.log" >&2
 		return 1
 	fi
 }

@@ -2,7 +2,8 @@
 # The whole test suite: unit tests and the functional suite (tcp, shm, sockets,
 # udp, two network namespaces) against Debian's libfabric 1.17 and against
 # libfabric 2.1 built from source; the functional suite again under the EFA
-# contract layer; the decoders fuzzed; ASan+UBSan, TSan and valgrind runs; a
+# contract layer; libfabric's real efa provider on the soft EFA device
+# (tests/softefa); the decoders fuzzed; ASan+UBSan, TSan and valgrind runs; a
 # clang -Werror build; the exported symbols. Ends with "N passed, M failed",
 # one count per step.
 set -uo pipefail
@@ -70,6 +71,7 @@ rails_contract() { # BUILDDIR: four rails between two namespaces, held to EFA's 
 }
 step "rails (4 links between two namespaces) under the EFA contract layer, libfabric 2.1" \
 	rails_contract build-2.1
+step "softefa: verbs tests and fabtests on the soft EFA device, p4d and p5" bash tests/softefa/run.sh
 step "fuzzing the decoders" bash scripts/fuzz.sh "${FABNET_FUZZ_SECONDS:-20}"
 step "ASan+UBSan, TSan, valgrind" bash scripts/sanitize.sh
 step "clang -Werror build" bash scripts/build.sh build-clang CC=clang

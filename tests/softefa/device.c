@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +21,21 @@ struct sefa_ibdev {
 static struct sefa_ibdev devices[SEFA_MAX_DEVICES];
 static int ndevices = -1;
 static pthread_mutex_t list_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A process's host id: random, not its pid, which two PID namespaces can
+ * share (pid 1 in each); the socket bind makes the GID's uniqueness sure. */
+static uint32_t process_host_id(void)
+{
+	static uint32_t id;
+	static pid_t owner;
+
+	if (!id || owner != getpid()) {
+		while (getrandom(&id, sizeof(id), 0) != sizeof(id) || !id)
+			;
+		owner = getpid();
+	}
+	return id;
+}
 
 static int mkdirs(const char *path)
 {
@@ -62,8 +78,8 @@ static int make_sysfs(int i, char *ibdev_path, size_t len)
 	int err;
 
 	snprintf(drv, sizeof(drv), "%s/sysfs/bus/pci/drivers/efa", d);
-	snprintf(pci, sizeof(pci), "%s/sysfs/%d/devices/pci0000:00/%s", d, (int)getpid(), sefa_cfg.pci[i]);
-	snprintf(ibdev_path, len, "%s/sysfs/%d/class/infiniband/efa_%d", d, (int)getpid(), i);
+	snprintf(pci, sizeof(pci), "%s/sysfs/%08x/devices/pci0000:00/%s", d, process_host_id(), sefa_cfg.pci[i]);
+	snprintf(ibdev_path, len, "%s/sysfs/%08x/class/infiniband/efa_%d", d, process_host_id(), i);
 	if ((err = mkdirs(drv)) || (err = mkdirs(pci)) || (err = mkdirs(ibdev_path)) ||
 	    (err = mkdirs(d)))
 		return err;
@@ -152,7 +168,7 @@ SEFA_EXPORT int ibv_get_device_index(struct ibv_device *d)
 
 static void make_gid(int index, uint8_t gid[16])
 {
-	uint32_t host = (uint32_t)getpid();
+	uint32_t host = process_host_id();
 
 	if (sefa_cfg.shared_host) {
 		host = 2166136261u;	/* FNV-1a of the host name */
@@ -200,16 +216,6 @@ void sefa_peer_paths(const uint8_t *gid, uint32_t slot, char *sock, size_t slen,
 		snprintf(shm, shmlen, "%s/%s-%u.shm", sefa_cfg.dir, g, slot);
 }
 
-static bool path_has_owner(const struct sockaddr_un *a)
-{
-	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	bool owned = fd >= 0 && connect(fd, (const struct sockaddr *)a, sizeof(*a)) == 0;
-
-	if (fd >= 0)
-		close(fd);
-	return owned;
-}
-
 /* Claims a socket address: one slot per process, several slots per GID only
  * when processes share a host (SOFTEFA_HOST). A path whose owner is gone is
  * reclaimed. */
@@ -232,10 +238,10 @@ static int bind_slot(struct sefa_dev *dev)
 		}
 		if (errno != EADDRINUSE)
 			return errno;
-		if (path_has_owner(&a)) {
+		if (sefa_sock_has_owner(&a)) {
 			if (sefa_cfg.shared_host)
 				continue;
-			SEFA_ERR("%s belongs to a live process: two processes with one pid?", dev->sock_path);
+			SEFA_ERR("%s belongs to a live process: two processes drew one host id", dev->sock_path);
 			return EADDRINUSE;
 		}
 		unlink(dev->sock_path);
@@ -291,6 +297,8 @@ static void free_dev(struct sefa_dev *dev)
 		if (dev->sock_path[0])
 			unlink(dev->sock_path);
 	}
+	if (dev->memfd >= 0)
+		close(dev->memfd);
 	free(dev->qp_by_idx);
 	free(dev->mr_by_idx);
 	pthread_mutex_destroy(&dev->lock);
@@ -307,7 +315,7 @@ SEFA_EXPORT struct ibv_context *ibv_open_device(struct ibv_device *ibdev)
 		goto fail;
 	dev->ibdev = ibdev;
 	dev->index = sd->index;
-	dev->sock = dev->evfd = dev->epfd = -1;
+	dev->sock = dev->evfd = dev->epfd = dev->memfd = -1;
 	pthread_mutex_init(&dev->lock, NULL);
 	dev->vctx.context.device = ibdev;
 	dev->vctx.context.cmd_fd = -1;
@@ -326,6 +334,12 @@ SEFA_EXPORT struct ibv_context *ibv_open_device(struct ibv_device *ibdev)
 		goto fail;
 	}
 	dev->qpn_base = sefa_cfg.shared_host ? dev->slot << SEFA_QPN_BITS_SHARED : 0;
+	dev->memfd = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+	if (dev->memfd < 0) {
+		err = errno;
+		SEFA_ERR("cannot open /proc/self/mem for RDMA into this process: %s", strerror(err));
+		goto fail;
+	}
 	if ((err = sefa_shm_create(dev->shm_path, &dev->shm)))
 		goto fail;
 	memcpy(dev->shm->gid, dev->gid, 16);

@@ -35,6 +35,7 @@ struct sefa_peer *sefa_peer_get(struct sefa_dev *dev, const uint8_t *gid, uint32
 		return NULL;
 	memcpy(p->gid, gid, 16);
 	p->slot = slot;
+	p->memfd = -1;
 	p->addr.sun_family = AF_UNIX;
 	sefa_peer_paths(gid, slot, path, sizeof(path), NULL, 0);
 	memcpy(p->addr.sun_path, path, sizeof(path));
@@ -61,7 +62,30 @@ bool sefa_peer_alive(struct sefa_dev *dev, struct sefa_peer *peer)
 {
 	struct sefa_shm *shm = sefa_peer_shm(dev, peer);
 
-	return shm && atomic_load(&shm->alive) && sefa_pid_alive(shm->pid);
+	return shm && atomic_load(&shm->alive) && sefa_sock_has_owner(&peer->addr);
+}
+
+/* Our /proc/self/mem goes along: the peer may do RDMA into us too. */
+int sefa_send_hello(struct sefa_dev *dev, struct sefa_peer *peer, uint8_t type)
+{
+	struct sefa_pkt p = { .magic = SEFA_PKT_MAGIC, .type = type, .src_slot = dev->slot };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = { &p, sizeof(p) };
+	struct msghdr m = { .msg_name = &peer->addr, .msg_namelen = sizeof(peer->addr), .msg_iov = &iov,
+			    .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+
+	memcpy(p.src_gid, dev->gid, 16);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &dev->memfd, sizeof(int));
+	if (sendmsg(dev->sock, &m, MSG_DONTWAIT) < 0)
+		return errno;
+	return 0;
 }
 
 static void wake(struct sefa_dev *dev, struct sefa_peer *peer)
@@ -345,6 +369,16 @@ static bool transmit_one(struct sefa_dev *dev, struct sefa_op *op, uint64_t now)
 			absent(dev, op, now);
 			return true;
 		}
+		if (st == SEFA_RDMA_WAIT) {	/* the target's memory fd is on its way */
+			if (now >= op->deadline) {
+				absent(dev, op, now);
+				return true;
+			}
+			op->state = OP_RETRY;
+			op->retry_at = now + 100 * NS_PER_US;
+			arm(dev->eng, op->retry_at);
+			return true;
+		}
 		op->peer->responsive = true;
 		if (st != SEFA_ST_OK || op->w.opcode != IBV_WR_RDMA_WRITE_WITH_IMM) {
 			sefa_op_complete(dev, op, (uint32_t)st);
@@ -605,6 +639,8 @@ void sefa_engine_stop(struct sefa_dev *dev)
 			e->peers[h] = p->next;
 			sefa_shm_unmap(p->shm);
 			sefa_ring_close(p->out, true);
+			if (p->memfd >= 0)
+				close(p->memfd);
 			free(p->acks);
 			free(p);
 		}

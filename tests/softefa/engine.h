@@ -8,10 +8,15 @@
 
 #define SEFA_PKT_MAGIC 0x53454650u	/* "SEFP" */
 #define SEFA_RDMA_ABSENT (-1)		/* the target device is not there (yet, or any more) */
+#define SEFA_RDMA_WAIT (-2)		/* asked the target for its memory, try again soon */
 
-/* PKT_SEND, PKT_WRITE_IMM and PKT_ACKS travel in rings; PKT_RING (a new ring
- * to map) and PKT_WAKE (the receiver was asleep) on the receiver's socket. */
-enum { PKT_SEND = 1, PKT_WRITE_IMM = 2, PKT_ACKS = 3, PKT_RING = 4, PKT_WAKE = 5 };
+/* PKT_SEND, PKT_WRITE_IMM and PKT_ACKS travel in rings; on the receiver's
+ * socket go PKT_RING (a new ring to map), PKT_WAKE (the receiver was asleep)
+ * and PKT_HELLO / PKT_HELLO_REPLY, which carry the sender's /proc/self/mem
+ * (SCM_RIGHTS) for RDMA: an fd, unlike a pid, means the same process in
+ * every PID namespace. */
+enum { PKT_SEND = 1, PKT_WRITE_IMM = 2, PKT_ACKS = 3, PKT_RING = 4, PKT_WAKE = 5, PKT_HELLO = 6,
+       PKT_HELLO_REPLY = 7 };
 
 /* Wire format between device threads (same host, native byte order). */
 struct sefa_pkt {
@@ -42,6 +47,8 @@ struct sefa_peer {
 	struct sefa_shm *shm;
 	struct sefa_ring *out;	/* what we send it */
 	bool announced;		/* it has been told to map out */
+	int memfd;		/* its /proc/self/mem, once it sent it; -1 before */
+	uint64_t hello_at;	/* when we last asked for it */
 	bool responsive;	/* it has answered at least once */
 	struct sefa_peer *next;
 	/* acknowledgements waiting to go out (never dropped: the sender
@@ -99,6 +106,7 @@ void sefa_op_complete(struct sefa_dev *dev, struct sefa_op *op, uint32_t status)
 void sefa_op_on_ack(struct sefa_dev *dev, struct sefa_op *op, uint32_t status);
 struct sefa_op *sefa_op_by_seq(struct sefa_engine *e, uint64_t seq);
 int sefa_engine_receive(struct sefa_dev *dev);
+int sefa_send_hello(struct sefa_dev *dev, struct sefa_peer *peer, uint8_t type);
 void sefa_ack_flush(struct sefa_dev *dev);
 /* 0, EAGAIN (its ring is full: retry), or ECONNREFUSED (nobody there) */
 int sefa_peer_send(struct sefa_dev *dev, struct sefa_peer *peer, const void *buf, size_t len);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void ack_queue(struct sefa_dev *dev, const struct sefa_pkt *p, uint32_t status)
 {
@@ -257,6 +258,42 @@ static void map_ring(struct sefa_dev *dev, const struct sefa_pkt *p)
 	e->in[e->n_in++] = r;
 }
 
+static ssize_t recv_datagram(struct sefa_dev *dev, int *fd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = { dev->eng->rxbuf, dev->eng->rxbuf_len };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			    .msg_controllen = sizeof(ctl.buf) };
+	ssize_t len = recvmsg(dev->sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); len >= 0 && c; c = CMSG_NXTHDR(&m, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+			memcpy(fd, CMSG_DATA(c), sizeof(int));
+	return len;
+}
+
+/* A peer's memory fd arrived; answer a first hello with ours. */
+static void hello(struct sefa_dev *dev, const struct sefa_pkt *p, int fd)
+{
+	struct sefa_peer *peer = sefa_peer_get(dev, p->src_gid, p->src_slot);
+
+	if (!peer) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	if (fd >= 0) {
+		if (peer->memfd >= 0)
+			close(peer->memfd);
+		peer->memfd = fd;
+	}
+	if (p->type == PKT_HELLO)
+		sefa_send_hello(dev, peer, PKT_HELLO_REPLY);
+}
+
 bool sefa_rings_pending(struct sefa_dev *dev)
 {
 	for (uint32_t i = 0; i < dev->eng->n_in; i++)
@@ -272,13 +309,23 @@ int sefa_engine_receive(struct sefa_dev *dev)
 	int n = 0;
 
 	for (;;) {
-		ssize_t len = recv(dev->sock, e->rxbuf, e->rxbuf_len, MSG_DONTWAIT);
+		int fd = -1;
+		ssize_t len = recv_datagram(dev, &fd);
 		const struct sefa_pkt *p = (const struct sefa_pkt *)e->rxbuf;
 
 		if (len < 0)
 			break;
-		if ((size_t)len >= sizeof(*p) && p->magic == SEFA_PKT_MAGIC && p->type == PKT_RING)
+		if ((size_t)len < sizeof(*p) || p->magic != SEFA_PKT_MAGIC) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		if (p->type == PKT_RING)
 			map_ring(dev, p);
+		else if (p->type == PKT_HELLO || p->type == PKT_HELLO_REPLY)
+			hello(dev, p, fd), fd = -1;
+		if (fd >= 0)
+			close(fd);
 	}
 	/* while many acknowledgements wait for room, stop taking new packets */
 	for (uint32_t i = 0; i < e->n_in && e->ack_backlog < 4096; i++)

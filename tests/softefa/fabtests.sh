@@ -59,11 +59,27 @@ fi_info -p efa -f efa-direct -c FI_RMA -v 2>/dev/null | grep -q 'FI_WRITE' && ha
 # the provider's own view: device RDMA write shows up as efa-direct FI_RMA writes
 [ "$profile" = p5 ] && [ $has_write -eq 0 ] && { echo "FAIL  p5 efa-direct offers no RMA write"; failed=$((failed + 1)); }
 
+# the provider's fabtest of the device's capabilities agrees with the profile
+want=0
+[ "$profile" = p5 ] || want=1
+fi_efa_rdma_checker -o write >/dev/null 2>&1
+got=$?
+if [ $got -eq $want ]; then
+	echo "PASS  $profile fi_efa_rdma_checker -o write: exit $got (device RDMA write $([ $want = 0 ] && echo on || echo off))"
+	passed=$((passed + 1))
+else
+	echo "FAIL  $profile fi_efa_rdma_checker -o write: exit $got, want $want"
+	failed=$((failed + 1))
+fi
+
 for fabric in efa efa-direct; do
 	pair "fi_pingpong -f $fabric (integrity checked)" pp fi_pingpong -p efa -f "$fabric" -e rdm -I 100 -c
 	if [ "$fabric" = efa ]; then
 		pair "fi_rdm_tagged_bw -f efa (integrity checked)" oob fi_rdm_tagged_bw -p efa -f efa -I 20 -W 8 -v -S all
 		pair "fi_rma_bw -o writedata -f efa (integrity checked)" oob fi_rma_bw -p efa -f efa -o writedata -I 20 -W 8 -v -S all
+		# libfabric's own EFA tests of RNR: rnr_retry 0, an error completion or a resend
+		pair "fi_efa_rnr_read_cq_error" oob fi_efa_rnr_read_cq_error -p efa
+		pair "fi_efa_rnr_queue_resend" oob fi_efa_rnr_queue_resend -p efa
 	else
 		not_applicable "fi_rdm_tagged_bw -f efa-direct" "efa-direct offers no FI_TAGGED" \
 			no_info -p efa -f efa-direct -c FI_TAGGED

@@ -3,7 +3,7 @@
  * the target QP exists with the given qkey, that the target has an AH for the
  * initiator (EFA requires one for RDMA), and that the rkey is valid, belongs
  * to the QP's PD, covers the range and grants the access; then it moves the
- * bytes with process_vm_readv/writev through the target MR's host address,
+ * bytes through the target's /proc/self/mem at the target MR's host address,
  * which for a dma-buf MR is the target device's mapping of the buffer. */
 #include "engine.h"
 
@@ -63,6 +63,26 @@ static uint32_t check_remote(struct sefa_dev *dev, const struct sefa_shm *shm, c
 	return SEFA_ST_OK;
 }
 
+/* The target's memory, reached through its /proc/self/mem (see engine.h). */
+static int target_memfd(struct sefa_dev *dev, struct sefa_peer *peer)
+{
+	uint64_t now;
+
+	if (peer->slot == dev->slot && !memcmp(peer->gid, dev->gid, 16))
+		return dev->memfd;
+	if (peer->memfd >= 0)
+		return peer->memfd;
+	now = sefa_now_ns();
+	if (now - peer->hello_at > 5000000ull) {
+		int err = sefa_send_hello(dev, peer, PKT_HELLO);
+
+		if (err && err != EAGAIN && err != ENOBUFS)
+			return SEFA_RDMA_ABSENT;
+		peer->hello_at = now;
+	}
+	return SEFA_RDMA_WAIT;
+}
+
 int sefa_rdma_exec(struct sefa_dev *dev, struct sefa_peer *peer, const struct sefa_wqe *w, uint32_t *byte_len)
 {
 	bool read = w->opcode == IBV_WR_RDMA_READ;
@@ -71,33 +91,38 @@ int sefa_rdma_exec(struct sefa_dev *dev, struct sefa_peer *peer, const struct se
 	size_t total;
 	ssize_t n = 0;
 	uint32_t st = check_local(dev, w, read, liov, &total);
-	int pid, err = 0;
+	int fd, err = 0;
 
 	if (st)
 		return (int)st;
 	shm = sefa_peer_shm(dev, peer);
-	if (!shm || sefa_shm_lock(shm))
+	if (!shm)
 		return SEFA_RDMA_ABSENT;
-	pid = shm->pid;
-	if (!atomic_load(&shm->alive) || !sefa_pid_alive(pid)) {
+	fd = target_memfd(dev, peer);
+	if (fd < 0)
+		return fd;
+	if (sefa_shm_lock(shm))
+		return SEFA_RDMA_ABSENT;
+	if (!atomic_load(&shm->alive)) {
 		sefa_shm_unlock(shm);
 		return SEFA_RDMA_ABSENT;
 	}
 	st = check_remote(dev, shm, w, read, total, &riov);
 	if (!st && total) {
-		n = read ? process_vm_readv(pid, liov, w->num_sge, &riov, 1, 0)
-			 : process_vm_writev(pid, liov, w->num_sge, &riov, 1, 0);
+		off_t at = (off_t)(uintptr_t)riov.iov_base;
+
+		n = read ? preadv(fd, liov, (int)w->num_sge, at) : pwritev(fd, liov, (int)w->num_sge, at);
 		err = errno;
 	}
 	sefa_shm_unlock(shm);
 	if (st)
 		return (int)st;
-	if (total && n < 0 && err == ESRCH)
-		return SEFA_RDMA_ABSENT;
 	if (total && (n < 0 || (size_t)n != total)) {
+		if (!sefa_peer_alive(dev, peer))
+			return SEFA_RDMA_ABSENT;	/* it died meanwhile */
 		/* a registered range the target has unmapped: real EFA pins pages, this cannot happen there */
-		SEFA_ERR("RDMA %s of %zu bytes at %#llx in pid %d moved %zd: %s", read ? "read" : "write", total,
-			 (unsigned long long)w->raddr, pid, n, n < 0 ? strerror(err) : "short");
+		SEFA_ERR("RDMA %s of %zu bytes at %#llx moved %zd: %s", read ? "read" : "write", total,
+			 (unsigned long long)w->raddr, n, n < 0 ? strerror(err) : "short");
 		return SEFA_ST_REMOTE_BAD_ADDRESS;
 	}
 	*byte_len = (uint32_t)total;

@@ -2,9 +2,9 @@
  *
  * It stands in for rdma-core's libibverbs and libefa so that libfabric's
  * unmodified efa provider runs over it. Every process owns its devices; SRD
- * packets travel between the device threads of different processes over Unix
- * datagram sockets, one-sided RDMA goes straight into the target's memory
- * with process_vm_readv/writev after the target's MR table (shared memory)
+ * packets travel between the device threads of different processes in
+ * shared-memory rings, one-sided RDMA goes straight into the target's memory
+ * through its /proc/self/mem after the target's MR table (shared memory)
  * allows it. See docs/softefa.md. */
 #ifndef SEFA_H
 #define SEFA_H
@@ -110,7 +110,7 @@ int sefa_shm_map_peer(const char *path, struct sefa_shm **out);
 void sefa_shm_unmap(struct sefa_shm *shm);
 int sefa_shm_lock(struct sefa_shm *shm);
 void sefa_shm_unlock(struct sefa_shm *shm);
-bool sefa_pid_alive(int pid);
+bool sefa_sock_has_owner(const struct sockaddr_un *a);
 
 /* ---- objects ---------------------------------------------------------------- */
 struct sefa_dev;
@@ -224,6 +224,7 @@ struct sefa_dev {
 	char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	char shm_path[160];
 	int sock, evfd, epfd;
+	int memfd;		/* /proc/self/mem: what peers get to do RDMA into us */
 	struct sefa_shm *shm;
 	pthread_t thread;
 	_Atomic bool stop, sleeping;

@@ -5,7 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -45,7 +45,7 @@ int sefa_shm_create(const char *path, struct sefa_shm **out)
 	pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
 	pthread_mutex_init(&shm->lock, &ma);
 	pthread_mutexattr_destroy(&ma);
-	shm->pid = getpid();
+	shm->pid = getpid();	/* for people reading a dump: pids mean nothing across namespaces */
 	shm->incarnation = sefa_now_ns() ^ ((uint64_t)getpid() << 32);
 	atomic_store(&shm->alive, 1);
 	__atomic_store_n(&shm->magic, SEFA_SHM_MAGIC, __ATOMIC_RELEASE);
@@ -103,24 +103,15 @@ void sefa_shm_unlock(struct sefa_shm *shm)
 	pthread_mutex_unlock(&shm->lock);
 }
 
-/* A zombie counts as dead: its sockets are closed, it will never answer. */
-bool sefa_pid_alive(int pid)
+/* Someone is bound to this socket address: a live device instance. A dead
+ * process (a zombie too) has closed its socket, and connect() is refused;
+ * this works across PID namespaces, where pids do not. */
+bool sefa_sock_has_owner(const struct sockaddr_un *a)
 {
-	char path[64], buf[256], *p;
-	ssize_t n;
-	int fd;
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	bool owned = fd >= 0 && connect(fd, (const struct sockaddr *)a, sizeof(*a)) == 0;
 
-	if (pid <= 0 || (kill(pid, 0) && errno != EPERM))
-		return false;
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return true;	/* no /proc: trust kill() */
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = 0;
-	p = strrchr(buf, ')');	/* "pid (comm) S ..." */
-	return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
+	if (fd >= 0)
+		close(fd);
+	return owned;
 }

@@ -5,7 +5,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define RLEN (1u << 20)
@@ -104,6 +106,39 @@ static void read_write(struct node *n, int side)
 	node_close(n);
 }
 
+/* p4d: neither a QP nor a CQ can ask for unsolicited write receive. */
+static void no_unsolicited(struct node *n, int side)
+{
+	struct ibv_device **l = ibv_get_device_list(NULL);
+	struct ibv_context *ctx = ibv_open_device(l[0]);
+	struct ibv_pd *pd = ibv_alloc_pd(ctx);
+	struct ibv_cq_init_attr_ex ca = { .cqe = 16, .wc_flags = IBV_WC_STANDARD_FLAGS };
+	struct efadv_cq_init_attr eca = { .wc_flags = EFADV_WC_EX_WITH_IS_UNSOLICITED };
+	struct efadv_qp_init_attr ea = { .driver_qp_type = EFADV_QP_DRIVER_TYPE_SRD,
+					 .flags = EFADV_QP_FLAGS_UNSOLICITED_WRITE_RECV };
+	struct ibv_qp_init_attr_ex qa = { .qp_type = IBV_QPT_DRIVER, .pd = pd, .comp_mask = IBV_QP_INIT_ATTR_PD,
+					  .cap = { .max_send_wr = 8, .max_recv_wr = 8, .max_send_sge = 1,
+						   .max_recv_sge = 1 } };
+	struct ibv_cq_ex *cq;
+
+	(void)n;
+	(void)side;
+	errno = 0;
+	CHECK(!efadv_create_cq(ctx, &ca, &eca, sizeof(eca)) && errno == EOPNOTSUPP,
+	      "a CQ with IS_UNSOLICITED on a device without unsolicited write receive (errno %d)", errno);
+	eca.wc_flags = 0;
+	cq = efadv_create_cq(ctx, &ca, &eca, sizeof(eca));
+	CHECK(cq, "efadv_create_cq");
+	qa.send_cq = qa.recv_cq = ibv_cq_ex_to_cq(cq);
+	errno = 0;
+	CHECK(!efadv_create_qp_ex(ctx, &qa, &ea, sizeof(ea)) && errno == EOPNOTSUPP,
+	      "a QP with UNSOLICITED_WRITE_RECV on a device without it (errno %d)", errno);
+	ibv_destroy_cq(ibv_cq_ex_to_cq(cq));
+	ibv_dealloc_pd(pd);
+	ibv_close_device(ctx);
+	ibv_free_device_list(l);
+}
+
 /* p5: with EFADV_QP_FLAGS_UNSOLICITED_WRITE_RECV a write with immediate
  * completes at the target without a posted receive. */
 static void unsolicited(struct node *n, int side)
@@ -113,8 +148,10 @@ static void unsolicited(struct node *n, int side)
 	struct ibv_mr *mr;
 	struct remote r;
 
-	if (!have_write())
-		_exit(SKIP_RC);
+	if (!have_write()) {
+		no_unsolicited(n, side);
+		return;
+	}
 	node_default_opts(&o);
 	o.unsolicited = side == 1;
 	node_open(n, n->oob, &o);
@@ -306,9 +343,39 @@ static int run_read_write(void)
 			NULL, read_write);
 }
 
+/* Both processes as pid 1 of their own PID namespace (as on two nodes): the
+ * GIDs differ and RDMA still reaches the target. */
+static void in_pid_namespace(struct node *n, int side)
+{
+	int st = 0;
+	pid_t pid;
+
+	if (unshare(CLONE_NEWPID)) {
+		fprintf(stderr, "  unshare(CLONE_NEWPID): %s: needs root\n", strerror(errno));
+		_exit(SKIP_RC);
+	}
+	pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		CHECK(getpid() == 1, "not pid 1 in the new namespace");
+		read_write(n, side);
+		_exit(0);
+	}
+	CHECK(waitpid(pid, &st, 0) == pid, "waitpid");
+	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 1);
+}
+
+static int run_pidns(void)
+{
+	return run_pair("pid-namespaces: both sides pid 1 of their own namespace, RDMA and sends still work", NULL,
+			in_pid_namespace);
+}
+
 static int run_unsolicited(void)
 {
-	return run_pair("unsolicited: write with immediate without a posted receive", NULL, unsolicited);
+	return run_pair(have_write() ? "unsolicited: write with immediate without a posted receive"
+				     : "unsolicited: refused by a device without unsolicited write receive",
+			NULL, unsolicited);
 }
 
 static int run_checks(void)
@@ -334,6 +401,7 @@ static int run_dmabuf(void)
 
 const struct scenario rdma_scenarios[] = {
 	{ "read-write", run_read_write },
+	{ "pid-namespaces", run_pidns },
 	{ "unsolicited", run_unsolicited },
 	{ "target-checks", run_checks },
 	{ "dmabuf", run_dmabuf },
