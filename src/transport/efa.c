@@ -23,11 +23,13 @@
  * fabnet_efa_after_enable) and needs the initiator of an RDMA write in the
  * target's AV (fabnet's receiver learns the sender's address when the
  * connection is set up, before it sends the first CTS that lets the sender
- * write). efa adds a software protocol on top: emulated RMA, messages over
- * the MTU, shm between local processes, none of which fabnet needs where
- * the device writes. */
+ * write) -- but on its first rail only: the receiver does not insert the
+ * sender's addresses on the other rails of a group, so writes striped there
+ * fail ("No valid address handle at remote side"). efa adds a software
+ * protocol on top: emulated RMA, messages over the MTU, shm between local
+ * processes, and a handshake that makes an unknown initiator known. */
 const struct fi_info *fabnet_efa_pick(const struct fabnet_config *cfg, const struct fi_info *rdm,
-				      const struct fi_info *direct, char *why, size_t whylen)
+				      const struct fi_info *direct, int rails, char *why, size_t whylen)
 {
 	switch (cfg->efa_fabric) {
 	case FABNET_EFA_RDM:
@@ -40,8 +42,19 @@ const struct fi_info *fabnet_efa_pick(const struct fabnet_config *cfg, const str
 					     : "FABNET_EFA_FABRIC=efa-direct, but efa-direct offers no "
 					       "FI_MSG|FI_RMA endpoint on this device: it has no RDMA write, "
 					       "and efa-direct emulates nothing. Use FABNET_EFA_FABRIC=efa");
+		if (direct && rails)
+			FN_WARN("fabnet: FABNET_EFA_FABRIC=efa-direct with several efa devices that may form "
+				"rails: writes on a group's second and later rails fail until fabnet inserts "
+				"the sender's address there too (set FABNET_RAILS=1, or use efa)");
 		return direct;
 	default:
+		if (direct && rails && rdm) {
+			snprintf(why, whylen, "automatic: efa-direct needs a writer in the target's AV, "
+				 "and fabnet inserts peers on the first rail of a group only; with several "
+				 "devices that may form rails, efa (its handshake makes peers known) is safe. "
+				 "FABNET_RAILS=1 allows efa-direct");
+			return rdm;
+		}
 		if (direct) {
 			snprintf(why, whylen, "automatic: the device does RDMA write, so efa-direct hands "
 				 "fabnet's writes to it with no protocol in between (efa would add "

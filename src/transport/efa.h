@@ -13,9 +13,10 @@
 
 /* Among the infos of one efa domain (rdm: fabric "efa", direct: fabric
  * "efa-direct", either may be NULL), the one to use under cfg->efa_fabric,
- * or NULL when the forced one is missing; why says which and why. */
+ * or NULL when the forced one is missing; why says which and why. rails:
+ * devices may be grouped into rails (several efa devices, FABNET_RAILS > 1). */
 const struct fi_info *fabnet_efa_pick(const struct fabnet_config *cfg, const struct fi_info *rdm,
-				      const struct fi_info *direct, char *why, size_t whylen);
+				      const struct fi_info *direct, int rails, char *why, size_t whylen);
 
 /* On an efa endpoint before fi_enable: FI_OPT_SHARED_MEMORY_PERMITTED,
  * FI_OPT_CUDA_API_PERMITTED (with accelerator memory), the 128-byte

@@ -217,8 +217,8 @@ static int choose_efa_fabrics(const struct fabnet_config *cfg, struct fi_info *l
 		}
 		snprintf(e.offered, sizeof(e.offered), "%s%s%s", rdm ? "efa" : "",
 			 rdm && direct ? ", " : "", direct ? "efa-direct" : "");
-		choice = (struct fi_info *)fabnet_efa_pick(cfg, rdm, direct, e.fabric_why,
-							   sizeof(e.fabric_why));
+		choice = (struct fi_info *)fabnet_efa_pick(cfg, rdm, direct, cfg->rails > 1 && npick > 1,
+							   e.fabric_why, sizeof(e.fabric_why));
 		if (!choice) {
 			FN_WARN("fabnet: %s: %s; the device is not used.", dom, e.fabric_why);
 			continue;
