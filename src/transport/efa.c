@@ -31,6 +31,8 @@
 const struct fi_info *fabnet_efa_pick(const struct fabnet_config *cfg, const struct fi_info *rdm,
 				      const struct fi_info *direct, int rails, char *why, size_t whylen)
 {
+	static int warned_rails; /* discovery runs once per process: say it once */
+
 	switch (cfg->efa_fabric) {
 	case FABNET_EFA_RDM:
 		snprintf(why, whylen, rdm ? "FABNET_EFA_FABRIC=efa"
@@ -42,7 +44,7 @@ const struct fi_info *fabnet_efa_pick(const struct fabnet_config *cfg, const str
 					     : "FABNET_EFA_FABRIC=efa-direct, but efa-direct offers no "
 					       "FI_MSG|FI_RMA endpoint on this device: it has no RDMA write, "
 					       "and efa-direct emulates nothing. Use FABNET_EFA_FABRIC=efa");
-		if (direct && rails)
+		if (direct && rails && !warned_rails++)
 			FN_WARN("fabnet: FABNET_EFA_FABRIC=efa-direct with several efa devices that may form "
 				"rails: writes on a group's second and later rails fail until fabnet inserts "
 				"the sender's address there too (set FABNET_RAILS=1, or use efa)");
