@@ -1,8 +1,9 @@
 # FABNET_CHECK_LIBFABRIC
 # Finds libfabric through --with-libfabric=DIR or pkg-config, then detects what
 # the headers declare (not the version number): FI_MR_DMABUF and struct
-# fi_mr_dmabuf (1.20+), FI_HMEM, FI_CONTEXT2, FI_RX_CQ_DATA and the
-# FI_OPT_CUDA_API_PERMITTED endpoint option.
+# fi_mr_dmabuf (1.20+), FI_HMEM, FI_CONTEXT2, FI_RX_CQ_DATA, the endpoint
+# options FI_OPT_CUDA_API_PERMITTED, FI_OPT_SHARED_MEMORY_PERMITTED,
+# FI_OPT_MAX_MSG_SIZE and the efa provider's (fi_ext.h).
 AC_DEFUN([FABNET_CHECK_LIBFABRIC], [
   AC_ARG_WITH([libfabric],
     [AS_HELP_STRING([--with-libfabric=DIR], [libfabric installation prefix])],
@@ -32,8 +33,15 @@ AC_DEFUN([FABNET_CHECK_LIBFABRIC], [
 #include <rdma/fi_domain.h>]])
   AC_CHECK_MEMBERS([struct fi_mr_attr.dmabuf], [], [], [[#include <rdma/fabric.h>
 #include <rdma/fi_domain.h>]])
-  AC_CHECK_DECLS([FI_OPT_CUDA_API_PERMITTED, FI_OPT_MAX_RMA_SIZE], [], [], [[#include <rdma/fabric.h>
+  AC_CHECK_DECLS([FI_OPT_CUDA_API_PERMITTED, FI_OPT_MAX_RMA_SIZE, FI_OPT_MAX_MSG_SIZE,
+                  FI_OPT_SHARED_MEMORY_PERMITTED], [], [], [[#include <rdma/fabric.h>
 #include <rdma/fi_endpoint.h>]])
+  dnl The efa provider's own endpoint options (transport/efa.c).
+  AC_CHECK_HEADERS([rdma/fi_ext.h], [], [], [[#include <rdma/fabric.h>]])
+  AC_CHECK_DECLS([FI_OPT_EFA_WRITE_IN_ORDER_ALIGNED_128_BYTES, FI_OPT_EFA_EMULATED_READ,
+                  FI_OPT_EFA_EMULATED_WRITE], [], [], [[#include <rdma/fabric.h>
+#include <rdma/fi_endpoint.h>
+#include <rdma/fi_ext.h>]])
   CPPFLAGS=$fabnet_save_CPPFLAGS
   LIBS=$fabnet_save_LIBS
   AC_SUBST([LIBFABRIC_CFLAGS])

@@ -2,7 +2,8 @@
 # The whole test suite: unit tests and the functional suite (tcp, shm, sockets,
 # udp, two network namespaces) against Debian's libfabric 1.17 and against
 # libfabric 2.1 built from source; the functional suite again under the EFA
-# contract layer; the decoders fuzzed; ASan+UBSan, TSan and valgrind runs; a
+# contract layer; libfabric's real efa provider on the soft EFA device
+# (tests/softefa); the decoders fuzzed; ASan+UBSan, TSan and valgrind runs; a
 # clang -Werror build; the exported symbols; make distcheck; the Debian
 # packages in a clean bookworm root; the container image. Ends with
 # "N passed, M failed", one count per step; each step says how long it took.
@@ -74,6 +75,22 @@ rails_contract() { # BUILDDIR: four rails between two namespaces, held to EFA's 
 }
 step "rails (4 links between two namespaces) under the EFA contract layer, libfabric 2.1" \
 	rails_contract build-2.1
+step "softefa: verbs tests and fabtests on the soft EFA device, p4d and p5" bash tests/softefa/run.sh
+fabnet_on_softefa() { # fabnet built against the efa-enabled libfabric, its suites on both profiles
+	local prefix rc=0
+	prefix=$(bash scripts/softefa.sh --print-prefix) || return 1
+	bash scripts/build.sh build-softefa-fabnet --with-libfabric="$prefix" || return 1
+	(cd build-softefa-fabnet &&
+		bash "$top/scripts/softefa.sh" --profile p4d -- bash "$top/tests/softefa/fabnet-efa.sh" \
+			functional hostile rails checks) || rc=1
+	# the long soak on one profile
+	(cd build-softefa-fabnet &&
+		bash "$top/scripts/softefa.sh" --profile p5 -- bash "$top/tests/softefa/fabnet-efa.sh" \
+			functional fabrics hostile soak rails checks) || rc=1
+	return $rc
+}
+step "fabnet on libfabric's efa provider over the soft EFA device (functional, hostile, soak, rails; p4d, p5)" \
+	fabnet_on_softefa
 step "fuzzing the decoders" bash scripts/fuzz.sh "${FABNET_FUZZ_SECONDS:-20}"
 step "ASan+UBSan, TSan, valgrind" bash scripts/sanitize.sh
 step "clang -Werror build" bash scripts/build.sh build-clang CC=clang

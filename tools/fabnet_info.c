@@ -1,7 +1,9 @@
 /*
  * fabnet-info: what fabnet would expose on this machine, and why.
  * For every device: provider, fabric, domain, NIC PCI path and link speed, the
- * mode / mr_mode / CQ data size the provider granted, the ptrSupport bits
+ * mode / mr_mode / CQ data size the provider granted, on efa the fabrics
+ * offered and the one chosen, emulated RMA, 128-byte write ordering (and so
+ * LL128), shm and CUDA API options, the ptrSupport bits
  * fabnet would advertise and the reason for every bit it would not, then the
  * effective configuration with where each value came from.
  * `--json` prints the same as JSON. Exit status 0 when at least one device
@@ -119,6 +121,8 @@ static int config_rows(const struct fabnet_config *c, struct cfg_row *rows)
 	ROW("FABNET_HMEM", src_name(c->src_hmem), "%d", c->hmem);
 	ROW("FABNET_DMABUF", src_name(c->src_dmabuf), "%d", c->dmabuf);
 	ROW("FABNET_GDR_FLUSH", src_name(c->src_gdr_flush), "%s", flush_names[c->gdr_flush & 3]);
+	ROW("FABNET_EFA_FABRIC", src_name(c->src_efa_fabric), "%s",
+	    c->efa_fabric == FABNET_EFA_RDM ? "efa" : c->efa_fabric == FABNET_EFA_DIRECT ? "efa-direct" : "auto");
 	ROW("FABNET_RAILS", src_name(c->src_rails), "%u", c->rails);
 	ROW("FABNET_RAIL_GROUPS", src_name(c->src_rail_groups), "%s",
 	    c->rail_groups[0] ? c->rail_groups : "(from the topology)");
@@ -138,6 +142,56 @@ static const char *dmabuf_raddr(const struct fabnet_dev *d)
 	if (d->virt_addr)
 		return "virtual";
 	return d->dmabuf_raddr_word ? "fd_word" : "offset";
+}
+
+static const char *tri(int v, const char *yes, const char *no)
+{
+	return v == 1 ? yes : v == 0 ? no : "unknown";
+}
+
+/* The efa provider's fabric choice and endpoint options (transport/efa.c). */
+static void print_efa(const struct fabnet_dev *d)
+{
+	const struct fabnet_dev_efa *e = &d->efa;
+
+	printf("  efa fabrics   offered: %s; chosen: %s\n", e->offered, e->fabric);
+	printf("    why:        %s\n", e->fabric_why);
+	if (!d->opened)
+		return;
+	printf("  RMA           read %s, write %s\n",
+	       tri(e->emulated_read, "emulated by the provider", "by the device"),
+	       tri(e->emulated_write, "emulated by the provider", "by the device"));
+	printf("  128-byte in-order writes  %s\n", e->inorder128 == 1 ? "yes (NCCL may use LL128)" : "no");
+	if (e->inorder128 != 1)
+		printf("    why:        %s\n    NCCL LL128: %s\n", e->why_no_inorder128,
+		       e->ll128_off ? "kept off (NCCL_PROTO excludes LL128)"
+				    : "NOT kept off: NCCL_PROTO allows it (see the log)");
+	printf("  shm           %s\n", e->shm_permitted == 0 ? "off (FI_OPT_SHARED_MEMORY_PERMITTED=false)"
+			: e->shm_permitted == 1 ? "the provider refused to turn it off" : "not set");
+	printf("  CUDA API      %s\n", e->cuda_api_permitted == 0 ? "forbidden (FI_OPT_CUDA_API_PERMITTED=false)"
+			: e->cuda_api_permitted == 1 ? e->why_cuda_api
+						     : "not set (no accelerator memory on this device)");
+	if (e->max_send)
+		printf("  largest send  %zu bytes (FI_OPT_MAX_MSG_SIZE); eager data up to %zu\n", e->max_send,
+		       d->eager_max);
+}
+
+static void json_efa(const struct fabnet_dev *d)
+{
+	const struct fabnet_dev_efa *e = &d->efa;
+
+	printf("     \"efa\": {\"offered\": ");
+	json_str(e->offered);
+	printf(", \"fabric\": ");
+	json_str(e->fabric);
+	printf(", \"why\": ");
+	json_str(e->fabric_why);
+	printf(", \"emulated_read\": %d, \"emulated_write\": %d, \"inorder128\": %d, \"ll128_off\": %d,\n",
+	       e->emulated_read, e->emulated_write, e->inorder128, e->ll128_off);
+	printf("             \"why_no_inorder128\": ");
+	json_str(e->inorder128 == 1 ? "" : e->why_no_inorder128);
+	printf(", \"shm_permitted\": %d, \"cuda_api_permitted\": %d, \"max_send\": %zu},\n",
+	       e->shm_permitted, e->cuda_api_permitted, e->max_send);
 }
 
 static void usage(void)
@@ -210,6 +264,8 @@ int main(int argc, char **argv)
 			printf("     \"mode\": [%s], \"mr_mode\": [%s], \"cq_data_size\": %zu, "
 			       "\"fi_hmem\": %s,\n", mode, mr, d->info->domain_attr->cq_data_size,
 			       d->hmem ? "true" : "false");
+			if (d->efa.is_efa)
+				json_efa(d);
 			printf("     \"ptr_support\": {\"HOST\": true, \"CUDA\": %s, \"DMABUF\": %s},\n",
 			       d->ptr_support & NCCL_PTR_CUDA ? "true" : "false",
 			       d->ptr_support & NCCL_PTR_DMABUF ? "true" : "false");
@@ -269,6 +325,8 @@ int main(int argc, char **argv)
 						 : "not reported: FABNET_LINK_SPEED_MBPS");
 			printf("  mode          %s\n  mr_mode       %s\n  cq data       %zu bytes\n",
 			       mode, mr, d->info->domain_attr->cq_data_size);
+			if (d->efa.is_efa)
+				print_efa(d);
 			printf("  ptrSupport    HOST%s%s\n",
 			       d->ptr_support & NCCL_PTR_CUDA ? "|CUDA" : "",
 			       d->ptr_support & NCCL_PTR_DMABUF ? "|DMABUF" : "");

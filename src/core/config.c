@@ -263,6 +263,18 @@ int fabnet_config_parse(struct fabnet_config *cfg, fabnet_getenv_fn lookup, char
 		cfg->gdr_flush = modes[i].mode;
 		cfg->src_gdr_flush = FABNET_SRC_ENV;
 	}
+	v = lookup("FABNET_EFA_FABRIC");
+	if (v && *v) {
+		if (!strcasecmp(v, "auto"))
+			cfg->efa_fabric = FABNET_EFA_AUTO;
+		else if (!strcasecmp(v, "efa"))
+			cfg->efa_fabric = FABNET_EFA_RDM;
+		else if (!strcasecmp(v, "efa-direct"))
+			cfg->efa_fabric = FABNET_EFA_DIRECT;
+		else
+			return bad(err, errlen, "FABNET_EFA_FABRIC", v, "auto, efa or efa-direct");
+		cfg->src_efa_fabric = FABNET_SRC_ENV;
+	}
 	return 0;
 }
 

@@ -27,6 +27,7 @@ struct fabnet_config {
 	int dmabuf;               /* FABNET_DMABUF: use dma-buf registrations when possible */
 	int hmem;                 /* FABNET_HMEM: ask providers for FI_HMEM (accelerator memory) */
 	int gdr_flush;            /* FABNET_GDR_FLUSH: enum fabnet_flush_mode */
+	int efa_fabric;           /* FABNET_EFA_FABRIC: enum fabnet_efa_fabric */
 	/* Rails (several NICs as one NCCL device) and the write schedule. */
 	unsigned rails;           /* FABNET_RAILS: most rails per NCCL device (1..4) */
 	char rail_groups[512];    /* FABNET_RAIL_GROUPS: "a,b;c,d" domain names per device */
@@ -39,7 +40,8 @@ struct fabnet_config {
 	enum fabnet_config_source src_eager_max, src_rx_buffers, src_tx_buffers, src_max_write,
 		src_writes_in_flight, src_connect_timeout, src_peer_timeout, src_link_speed, src_iface,
 		src_allow_loopback, src_dmabuf, src_hmem, src_gdr_flush, src_rails, src_rail_groups,
-		src_topo_file, src_chunk_size, src_min_stripe, src_stripe_align, src_rail_inflight;
+		src_topo_file, src_chunk_size, src_min_stripe, src_stripe_align, src_rail_inflight,
+		src_efa_fabric;
 };
 
 enum fabnet_flush_mode {
@@ -47,6 +49,13 @@ enum fabnet_flush_mode {
 	FABNET_FLUSH_READ = 1,   /* fi_read loopback after accelerator-memory receives */
 	FABNET_FLUSH_CUDA = 2,   /* cuFlushGPUDirectRDMAWrites, loaded at run time */
 	FABNET_FLUSH_ALWAYS = 3, /* read loopback after every receive, host too (tests) */
+};
+
+/* Which of the efa provider's two fabrics to use (transport/efa.c decides "auto"). */
+enum fabnet_efa_fabric {
+	FABNET_EFA_AUTO = 0,    /* efa-direct when it offers fabnet's needs, else efa */
+	FABNET_EFA_RDM = 1,     /* "efa": the provider's RDM protocol, emulating what the device lacks */
+	FABNET_EFA_DIRECT = 2,  /* "efa-direct": the device's SRD operations only */
 };
 
 typedef const char *(*fabnet_getenv_fn)(const char *name);

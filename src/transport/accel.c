@@ -14,6 +14,7 @@ typedef void *cu_context;
 #define CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL 9
 #define CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TARGET_CURRENT_CTX 0
 #define CU_FLUSH_GPU_DIRECT_RDMA_WRITES_TO_OWNER 100
+#define CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD 1
 
 static struct {
 	pthread_once_t once;
@@ -28,6 +29,8 @@ static struct {
 	cu_result (*mem_free)(cu_deviceptr);
 	cu_result (*pointer_attr)(void *, int, cu_deviceptr);
 	cu_result (*flush)(int, int);
+	cu_result (*get_handle)(void *, cu_deviceptr, size_t, int, unsigned long long);
+	cu_result (*copy_htod)(cu_deviceptr, const void *, size_t);
 } cu = {.once = PTHREAD_ONCE_INIT};
 
 static void load(void)
@@ -48,6 +51,9 @@ static void load(void)
 	cu.mem_free = (cu_result(*)(cu_deviceptr))dlsym(h, "cuMemFree_v2");
 	cu.pointer_attr = (cu_result(*)(void *, int, cu_deviceptr))dlsym(h, "cuPointerGetAttribute");
 	cu.flush = (cu_result(*)(int, int))dlsym(h, "cuFlushGPUDirectRDMAWrites");
+	cu.get_handle = (cu_result(*)(void *, cu_deviceptr, size_t, int, unsigned long long))dlsym(
+		h, "cuMemGetHandleForAddressRange");
+	cu.copy_htod = (cu_result(*)(cu_deviceptr, const void *, size_t))dlsym(h, "cuMemcpyHtoD_v2");
 	if (!cu.init || !cu.device_count || !cu.pointer_attr) {
 		cu.why = "libcuda.so.1 lacks the driver API fabnet needs";
 		return;
@@ -102,6 +108,29 @@ void fabnet_cuda_probe_free(void *ptr)
 {
 	if (cu.loaded && cu.mem_free)
 		cu.mem_free((cu_deviceptr)(uintptr_t)ptr);
+}
+
+int fabnet_cuda_dmabuf_fd(void *ptr, size_t len, int *fd, const char **why)
+{
+	if (fabnet_cuda_load(why))
+		return -1;
+	if (!cu.get_handle) {
+		*why = "the CUDA driver has no cuMemGetHandleForAddressRange (needs CUDA 11.7 or later)";
+		return -1;
+	}
+	if (cu.get_handle(fd, (cu_deviceptr)(uintptr_t)ptr, len, CU_MEM_RANGE_HANDLE_TYPE_DMA_BUF_FD, 0)) {
+		*why = "the CUDA driver exports no dma-buf for device memory (kernel without dma-buf "
+		       "support, or open kernel modules needed)";
+		return -1;
+	}
+	return 0;
+}
+
+int fabnet_cuda_copy_to_device(void *dst, const void *src, size_t len)
+{
+	if (fabnet_cuda_load(NULL) || !cu.copy_htod)
+		return -1;
+	return cu.copy_htod((cu_deviceptr)(uintptr_t)dst, src, len) == 0 ? 0 : -1;
 }
 
 int fabnet_cuda_flush_rdma_writes(void)

@@ -11,6 +11,7 @@
 #include "core/log.h"
 #include "nccl_net_abi.h"
 #include "transport/device.h"
+#include "transport/efa.h"
 #include "transport/mr.h"
 
 #define CQ_BATCH 16
@@ -306,6 +307,27 @@ static void rx_complete(struct fabnet_op *op, int err, const struct fi_cq_data_e
 		}                                                                     \
 	} while (0)
 
+/* A provider may send less than its max_msg_size says (efa-direct sends up
+ * to the MTU while its RMA goes to 1 GiB): bounce buffers, and so eager
+ * data, shrink to what the endpoint sends. */
+static int fit_messages(struct fabnet_dev *dev)
+{
+	size_t fit = dev->efa.max_send & ~(size_t)63;
+
+	if (!dev->efa.max_send || dev->buf_size <= dev->efa.max_send)
+		return 0;
+	if (fit < FABNET_MSG_MAX_CONTROL) {
+		FN_WARN("fabnet: %s sends at most %zu bytes; fabnet needs %zu.", dev->name,
+			dev->efa.max_send, (size_t)FABNET_MSG_MAX_CONTROL);
+		return -FI_ENOSYS;
+	}
+	dev->buf_size = fit;
+	dev->eager_max = fit - FABNET_MSG_HDR_SIZE - FABNET_EAGER_FIXED;
+	FN_INFO(NCCL_INIT | NCCL_NET, "fabnet: %s sends messages of at most %zu bytes: eager data "
+		"up to %zu bytes", dev->name, dev->efa.max_send, dev->eager_max);
+	return 0;
+}
+
 int fabnet_dev_open(struct fabnet_dev *dev)
 {
 	const struct fabnet_config *cfg = fabnet_config();
@@ -383,6 +405,7 @@ int fabnet_dev_open(struct fabnet_dev *dev)
 	OPEN_CHECK(fi_endpoint(dev->domain, info, &dev->ep, NULL), "fi_endpoint", "");
 	OPEN_CHECK(fi_ep_bind(dev->ep, &dev->av->fid, 0), "fi_ep_bind(av)", "");
 	OPEN_CHECK(fi_ep_bind(dev->ep, &dev->cq->fid, FI_TRANSMIT | FI_RECV), "fi_ep_bind(cq)", "");
+	fabnet_efa_ep_options(dev);
 	OPEN_CHECK(fi_enable(dev->ep), "fi_enable", "");
 #if HAVE_DECL_FI_OPT_MAX_RMA_SIZE
 	{
@@ -396,6 +419,8 @@ int fabnet_dev_open(struct fabnet_dev *dev)
 		}
 	}
 #endif
+	fabnet_efa_after_enable(dev);
+	OPEN_CHECK(fit_messages(dev), "fitting bounce buffers to the largest message", "");
 	dev->addrlen = sizeof(dev->addr);
 	OPEN_CHECK(fi_getname(&dev->ep->fid, dev->addr, &dev->addrlen), "fi_getname",
 		   "The endpoint address is longer than a connection handle can carry.");

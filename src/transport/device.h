@@ -73,6 +73,23 @@ struct fabnet_dev_upcalls {
 	void (*on_imm)(struct fabnet_dev *dev, uint64_t data);
 };
 
+/* EFA specifics (transport/efa.c); all zero on other providers. */
+struct fabnet_dev_efa {
+	int is_efa;
+	char fabric[16];          /* "efa" or "efa-direct" */
+	char offered[32];         /* the fabrics the provider offered for this domain */
+	char fabric_why[256];
+	int inorder128;           /* 128-byte aligned RDMA writes land in order: 1, 0, or -1 unknown */
+	char why_no_inorder128[160];
+	int ll128_off;            /* NCCL is kept off LL128 for this device */
+	int emulated_read;        /* the provider emulates RMA read / write: 1, 0, -1 unknown */
+	int emulated_write;
+	int shm_permitted;        /* FI_OPT_SHARED_MEMORY_PERMITTED: -1 not set, 0 off, 1 refused */
+	int cuda_api_permitted;   /* FI_OPT_CUDA_API_PERMITTED: -1 not set, 0 forbidden, 1 refused */
+	char why_cuda_api[320];
+	size_t max_send;          /* FI_OPT_MAX_MSG_SIZE: the largest message; 0 unknown */
+};
+
 struct fabnet_dev {
 	int index;
 	struct fi_info *info;   /* our copy, used to open everything */
@@ -83,12 +100,13 @@ struct fabnet_dev {
 	int speed_mbps;
 	int speed_reported;     /* 0: speed is FABNET_LINK_SPEED_MBPS */
 	int hmem;               /* the provider offered FI_HMEM for this domain */
+	struct fabnet_dev_efa efa;
 
 	/* What memory NCCL may hand us, probed once (transport/hmem.c). */
 	int probed;
 	int ptr_support;        /* NCCL_PTR_* bits */
-	char why_no_cuda[192];
-	char why_no_dmabuf[192];
+	char why_no_cuda[352];
+	char why_no_dmabuf[352];
 	int dmabuf_raddr_word;  /* remote addresses of dma-buf regions count from
 				 * the first word of struct fi_mr_dmabuf (see mr.c) */
 

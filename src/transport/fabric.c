@@ -12,6 +12,7 @@
 
 #include "core/log.h"
 #include "core/wire.h"
+#include "transport/efa.h"
 #include "transport/fabric.h"
 
 /* Providers for inter-node traffic, best first, when the user names none.
@@ -174,12 +175,16 @@ static struct fi_info *hmem_variant(const struct fi_info *base)
 	hints->caps |= FI_HMEM;
 	hints->domain_attr->mr_mode |= FI_MR_HMEM;
 	hints->domain_attr->name = strdup(base->domain_attr->name);
+	/* efa offers one domain on two fabrics: stay on the chosen one */
+	hints->fabric_attr->name = base->fabric_attr->name ? strdup(base->fabric_attr->name) : NULL;
 	hints->addr_format = base->addr_format;
 	if (fi_getinfo(FABNET_FI_VERSION, NULL, NULL, 0, hints, &list) == 0) {
 		for (struct fi_info *it = list; it && !pick; it = it->next)
 			if ((it->caps & FI_HMEM) &&
 			    !strcmp(it->fabric_attr->prov_name, base->fabric_attr->prov_name) &&
-			    !strcmp(it->domain_attr->name, base->domain_attr->name))
+			    !strcmp(it->domain_attr->name, base->domain_attr->name) &&
+			    (!base->fabric_attr->name ||
+			     !strcmp(it->fabric_attr->name, base->fabric_attr->name)))
 				pick = fi_dupinfo(it);
 		fi_freeinfo(list);
 	}
@@ -205,6 +210,45 @@ static void no_device(char *why, size_t whylen, const char *fmt, ...)
 		FN_WARN("fabnet: %s", msg);
 }
 
+/* The efa provider offers each device on two fabrics, efa and efa-direct:
+ * transport/efa.c chooses, per domain, and a domain whose forced fabric is
+ * missing is dropped (logged). */
+static int choose_efa_fabrics(const struct fabnet_config *cfg, struct fi_info *list,
+			      struct fi_info **pick, int npick, struct fabnet_dev_efa *efa)
+{
+	int j = 0;
+
+	for (int i = 0; i < npick; i++) {
+		const char *dom = pick[i]->domain_attr->name;
+		struct fi_info *rdm = NULL, *direct = NULL, *choice;
+		struct fabnet_dev_efa e;
+
+		memset(&e, 0, sizeof(e));
+		for (struct fi_info *it = list; it; it = it->next) {
+			const char *fab = it->fabric_attr->name ? it->fabric_attr->name : "";
+			if (strcmp(it->fabric_attr->prov_name, "efa") || strcmp(it->domain_attr->name, dom))
+				continue;
+			if (!strcmp(fab, "efa-direct") && !direct)
+				direct = it;
+			else if (!strcmp(fab, "efa") && !rdm)
+				rdm = it;
+		}
+		snprintf(e.offered, sizeof(e.offered), "%s%s%s", rdm ? "efa" : "",
+			 rdm && direct ? ", " : "", direct ? "efa-direct" : "");
+		choice = (struct fi_info *)fabnet_efa_pick(cfg, rdm, direct, cfg->rails > 1 && npick > 1,
+							   e.fabric_why, sizeof(e.fabric_why));
+		if (!choice) {
+			FN_WARN("fabnet: %s: %s; the device is not used.", dom, e.fabric_why);
+			continue;
+		}
+		e.is_efa = 1;
+		snprintf(e.fabric, sizeof(e.fabric), "%s", choice->fabric_attr->name);
+		pick[j] = choice;
+		efa[j++] = e;
+	}
+	return j;
+}
+
 int fabnet_fabric_discover(const struct fabnet_config *cfg, struct fabnet_dev **devs_out)
 {
 	return fabnet_fabric_discover_why(cfg, devs_out, NULL, 0);
@@ -213,6 +257,7 @@ int fabnet_fabric_discover(const struct fabnet_config *cfg, struct fabnet_dev **
 int fabnet_fabric_discover_why(const struct fabnet_config *cfg, struct fabnet_dev **devs_out,
 			       char *whynone, size_t whylen)
 {
+	struct fabnet_dev_efa *efa = NULL;
 	struct fi_info *hints, *list = NULL;
 	struct fi_info *pick[256];
 	int npick = 0, nonloop = 0, rc;
@@ -272,7 +317,21 @@ int fabnet_fabric_discover_why(const struct fabnet_config *cfg, struct fabnet_de
 				pick[j++] = pick[i];
 		npick = j;
 	}
+	if (!strcmp(prov, "efa") && npick) {
+		efa = calloc((size_t)npick + 1, sizeof(*efa));
+		if (!efa) {
+			fi_freeinfo(list);
+			return -FI_ENOMEM;
+		}
+		npick = choose_efa_fabrics(cfg, list, pick, npick, efa);
+		if (!npick) { /* each drop was logged with its reason */
+			free(efa);
+			fi_freeinfo(list);
+			return 0;
+		}
+	}
 	if (npick == 0) {
+		free(efa);
 		no_device(whynone, whylen, "provider %s offers no domain%s%s. Unset FABNET_IFACE or list "
 			"domains that `fi_info -p %s` shows", prov,
 			cfg->iface[0] ? " matching FABNET_IFACE=" : "", cfg->iface, prov);
@@ -282,6 +341,7 @@ int fabnet_fabric_discover_why(const struct fabnet_config *cfg, struct fabnet_de
 
 	devs = calloc((size_t)npick, sizeof(*devs));
 	if (!devs) {
+		free(efa);
 		no_device(whynone, whylen, "out of memory for %d devices", npick);
 		fi_freeinfo(list);
 		return -FI_ENOMEM;
@@ -289,6 +349,8 @@ int fabnet_fabric_discover_why(const struct fabnet_config *cfg, struct fabnet_de
 	for (int i = 0; i < npick; i++) {
 		struct fabnet_dev *d = &devs[i];
 		d->index = i;
+		if (efa)
+			d->efa = efa[i];
 		d->info = cfg->hmem ? hmem_variant(pick[i]) : NULL;
 		d->hmem = d->info != NULL;
 		if (!d->info)
@@ -305,12 +367,17 @@ int fabnet_fabric_discover_why(const struct fabnet_config *cfg, struct fabnet_de
 		if (!d->info) {
 			no_device(whynone, whylen, "out of memory copying the fi_info of %s", d->name);
 			fabnet_fabric_free(devs, i + 1);
+			free(efa);
 			fi_freeinfo(list);
 			return -FI_ENOMEM;
 		}
 	}
 	FN_INFO(NCCL_INIT | NCCL_NET, "fabnet: using provider %s (%s), %d device%s, first %s",
 		prov, why, npick, npick == 1 ? "" : "s", devs[0].name);
+	if (devs[0].efa.is_efa)
+		FN_INFO(NCCL_INIT | NCCL_NET, "fabnet: efa fabric %s of %s offered: %s", devs[0].efa.fabric,
+			devs[0].efa.offered, devs[0].efa.fabric_why);
+	free(efa);
 	fi_freeinfo(list);
 	*devs_out = devs;
 	return npick;

@@ -673,11 +673,38 @@ static void gdr_flush_rejects_unknown_modes_by_name(void)
 	assert_rejected("FABNET_GDR_FLUSH", "2");
 }
 
+static void efa_fabric_defaults_to_auto_and_takes_each_name(void)
+{
+	static const struct {
+		const char *value;
+		int fabric;
+	} names[] = {{"auto", FABNET_EFA_AUTO}, {"efa", FABNET_EFA_RDM}, {"EFA", FABNET_EFA_RDM},
+		     {"efa-direct", FABNET_EFA_DIRECT}};
+
+	CU_ASSERT_EQUAL_FATAL(parse(), 0);
+	CU_ASSERT_EQUAL(cfg.efa_fabric, FABNET_EFA_AUTO);
+	CU_ASSERT_EQUAL(cfg.src_efa_fabric, FABNET_SRC_DEFAULT);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		env_set("FABNET_EFA_FABRIC", names[i].value);
+		CU_ASSERT_EQUAL_FATAL(parse(), 0);
+		CU_ASSERT_EQUAL(cfg.efa_fabric, names[i].fabric);
+		CU_ASSERT_EQUAL(cfg.src_efa_fabric, FABNET_SRC_ENV);
+	}
+}
+
+static void efa_fabric_rejects_other_names(void)
+{
+	assert_rejected("FABNET_EFA_FABRIC", "direct");
+	assert_rejected("FABNET_EFA_FABRIC", "efa-rdm");
+}
+
 void register_config_tests(void)
 {
 	CU_pSuite s = CU_add_suite_with_setup_and_teardown("config", NULL, NULL, setup, NULL);
 
 	UNIT_ADD(s, parse_size_accepts_plain_digits);
+	UNIT_ADD(s, efa_fabric_defaults_to_auto_and_takes_each_name);
+	UNIT_ADD(s, efa_fabric_rejects_other_names);
 	UNIT_ADD(s, parse_size_suffixes_are_powers_of_1024_in_either_case);
 	UNIT_ADD(s, parse_size_accepts_the_largest_value_that_fits_64_bits);
 	UNIT_ADD(s, parse_size_rejects_overflow);
