@@ -312,7 +312,8 @@ static struct fabnet_comm *comm_new(struct fabnet_dev *dev, uint8_t kind)
 	/* Requests: a few now, up to NCCL's 32 as the comm needs them. comm_free
 	 * undoes whatever part of the rest succeeded. */
 	if (kind != FABNET_LISTEN &&
-	    fabnet_pool_init_growing(&c->reqs, sizeof(struct fabnet_req), FABNET_NREQS, 4))
+	    fabnet_pool_init_growing(&c->reqs, sizeof(struct fabnet_req),
+				     FABNET_NREQS + FABNET_FLUSH_REQS, 4))
 		goto fail;
 	if (kind == FABNET_SEND) {
 		c->u.send.cts = calloc(FABNET_NSLOTS, sizeof(*c->u.send.cts));

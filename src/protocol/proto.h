@@ -43,7 +43,10 @@
 #include "transport/device.h"
 #include "transport/mr.h"
 
-#define FABNET_NREQS NCCL_NET_MAX_REQUESTS /* requests per comm */
+#define FABNET_NREQS NCCL_NET_MAX_REQUESTS /* send / receive requests per comm */
+/* Requests only iflush may take beyond FABNET_NREQS: NCCL reads a NULL flush
+ * request as "nothing to flush", so iflush must not run out with the rest. */
+#define FABNET_FLUSH_REQS 8
 #define FABNET_NSLOTS 32                    /* receives in flight per comm */
 #define FABNET_COMM_MAGIC 0x464e434du       /* "FNCM" */
 #define FABNET_REQ_MAGIC 0x464e5251u        /* "FNRQ" */
@@ -75,6 +78,7 @@ struct fabnet_recv_entry {
 	int32_t tag;
 	uint8_t done;
 	uint8_t fin_seen;
+	uint8_t gone;    /* its buffer was deregistered: nothing may touch it */
 	uint32_t writes_expected;
 	uint32_t writes_seen;
 };
@@ -230,7 +234,10 @@ ncclResult_t fabnet_proto_iflush(struct fabnet_comm *comm, int n, void **data, c
  * rail's cache) and releases it. Called with the primary's lock held. */
 int fabnet_proto_reg(struct fabnet_dev *dev, void *data, size_t size, int type, int fd,
 		     uint64_t offset, struct fabnet_rmr **out);
+/* Before the registration goes: every request still naming it forgets it
+ * (NCCL deregisters and frees buffers before it closes their comms). */
 void fabnet_proto_dereg(struct fabnet_rmr *rmr);
+void fabnet_proto_forget_mr(struct fabnet_rmr *rmr);
 ncclResult_t fabnet_proto_test(struct fabnet_req *req, int *done, uint64_t *sizes);
 
 /* Internal to the protocol layer (comm.c <-> xfer.c). */

@@ -47,6 +47,8 @@ int fabnet_proto_reg(struct fabnet_dev *dev, void *data, size_t size, int type, 
 
 void fabnet_proto_dereg(struct fabnet_rmr *rmr)
 {
+	if (rmr->dev->proto)
+		fabnet_proto_forget_mr(rmr);
 	for (int k = 0; k < rmr->nrails; k++)
 		fabnet_mr_put(rmr->mr[k]);
 	rmr->magic = 0;

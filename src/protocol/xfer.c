@@ -21,7 +21,11 @@
 
 static struct fabnet_req *req_new(struct fabnet_comm *comm, uint8_t kind)
 {
-	struct fabnet_req *r = fabnet_pool_get(&comm->reqs);
+	struct fabnet_req *r;
+
+	if (kind != FABNET_REQ_FLUSH && fabnet_pool_used(&comm->reqs) >= FABNET_NREQS)
+		return NULL;
+	r = fabnet_pool_get(&comm->reqs);
 
 	if (!r)
 		return NULL;
@@ -117,6 +121,9 @@ void fabnet_proto_drop_stalled(struct fabnet_comm *comm)
 		if (r->comm == comm) {
 			*pp = r->u.send.stall_next;
 			r->u.send.stalled = 0;
+			r->u.send.stall_next = NULL;
+			if (comm->state == FABNET_FAILED && !r->failed)
+				r->failed = ncclRemoteError; /* its writes never will be posted */
 			continue;
 		}
 		prev = r;
@@ -374,10 +381,11 @@ ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t s
 		tags[i] = cts->e[i].tag;
 	idx = fabnet_match_tag(cts->n, tags, cts->taken, tag);
 	if (idx < 0) {
-		FN_WARN("fabnet: isend with tag %d on comm %u (%s) matches no free entry of the "
-			"receiver's group %u (%d buffers). Sends and grouped receives disagree.",
-			tag, comm->id, dev->name, cts->seq, cts->n);
-		return ncclInvalidUsage;
+		/* Shared comms: each of NCCL's senders on this comm has its own tag and
+		 * runs at its own pace, so this one may be a step ahead of the group the
+		 * receiver posted (its tag already taken there, or not in it). It waits
+		 * for a later group, as with net_ib: a NULL request, and NCCL retries. */
+		return ncclSuccess;
 	}
 	e = &cts->e[idx];
 	eager = size <= dev->eager_max && (size == 0 || (e->flags & FABNET_CTS_EAGER_OK));
@@ -565,6 +573,11 @@ static struct fabnet_req *recv_target(struct fabnet_dev *dev, uint32_t comm_id, 
 	if (idx >= r->u.recv.n) {
 		FN_WARN("fabnet: %s for comm %u on %s names buffer %u of a group of %d: dropped",
 			what, comm_id, dev->name, idx, r->u.recv.n);
+		return NULL;
+	}
+	if (r->u.recv.e[idx].gone) {
+		FN_INFO(NCCL_NET, "fabnet: %s for comm %u on %s names a buffer deregistered while "
+			"its receive was posted (teardown): dropped", what, comm_id, dev->name);
 		return NULL;
 	}
 	if (r->u.recv.e[idx].done) {
@@ -789,8 +802,13 @@ ncclResult_t fabnet_proto_iflush(struct fabnet_comm *comm, int n, void **data, c
 		return ncclSystemError;
 	}
 	r = req_new(comm, FABNET_REQ_FLUSH);
-	if (!r)
-		return ncclSuccess; /* out of requests: NCCL retries */
+	if (!r) {
+		/* Never NULL here: NCCL would read it as "nothing to flush". */
+		FN_WARN("fabnet: iflush on comm %u (%s): all %d flush requests are in use (NCCL "
+			"tests each flush before the next); failing rather than skipping the flush",
+			comm->id, dev->name, FABNET_FLUSH_REQS);
+		return ncclInternalError;
+	}
 	op = &r->msg_op;
 	memset(op, 0, sizeof(*op));
 	op->kind = FABNET_OP_READ;
@@ -811,6 +829,62 @@ ncclResult_t fabnet_proto_iflush(struct fabnet_comm *comm, int n, void **data, c
 	return ncclSuccess;
 }
 
+/* ---- deregistration ------------------------------------------------------------ */
+/* NCCL deregisters and frees its buffers, then closes their comms, and does so
+ * with requests in flight on abort. Whatever still names rmr forgets it: a
+ * receive entry is marked gone (a late EAGER or write for it is dropped, close
+ * does not wait for it), a send posts no more writes from the buffer and
+ * fails. Writes the provider already holds are its own: see docs/memory.md. */
+static void forget_in_recv(struct fabnet_req *r, const struct fabnet_rmr *rmr)
+{
+	for (int i = 0; i < r->u.recv.n; i++) {
+		struct fabnet_recv_entry *e = &r->u.recv.e[i];
+		if (e->mr != rmr)
+			continue;
+		e->mr = NULL;
+		e->data = NULL;
+		e->gone = 1;
+		if (!e->done) {
+			r->failed = ncclRemoteError;
+			entry_done(r, e);
+		}
+	}
+}
+
+static void forget_in_send(struct fabnet_req *r, const struct fabnet_rmr *rmr)
+{
+	if (r->u.send.mr != rmr)
+		return;
+	if (r->u.send.writes_posted < r->u.send.nwrites && !r->failed)
+		r->failed = ncclRemoteError;
+	if (r->u.send.stalled)
+		unstall_one(PD(r->comm->dev), r);
+	fabnet_proto_send_stop(r);
+	r->u.send.mr = NULL;
+	r->u.send.data = NULL;
+}
+
+void fabnet_proto_forget_mr(struct fabnet_rmr *rmr)
+{
+	struct fabnet_proto_dev *pd = PD(rmr->dev);
+
+	for (uint32_t id = 1; id < pd->cap; id++) {
+		struct fabnet_comm *c = pd->table[id];
+		if (!c || c->kind == FABNET_LISTEN)
+			continue;
+		for (uint32_t i = 0; i < c->reqs.allocated; i++) {
+			struct fabnet_req *r;
+			if (!c->reqs.in_use[i])
+				continue;
+			r = fabnet_pool_at(&c->reqs, i);
+			if (r->kind == FABNET_REQ_RECV)
+				forget_in_recv(r, rmr);
+			else if (r->kind == FABNET_REQ_SEND)
+				forget_in_send(r, rmr);
+		}
+	}
+}
+
 /* ---- test ---------------------------------------------------------------------- */
 static int req_finished(struct fabnet_req *r)
 {
@@ -827,6 +901,9 @@ static int req_finished(struct fabnet_req *r)
 		return 0;
 	if (r->kind == FABNET_REQ_FLUSH)
 		return 1;
+	if (r->kind == FABNET_REQ_SEND && c->state == FABNET_FAILED && !r->failed &&
+	    r->u.send.writes_posted < r->u.send.nwrites)
+		r->failed = ncclRemoteError; /* what is left will never be posted */
 	if (r->kind == FABNET_REQ_SEND)
 		return r->u.send.writes_done == r->u.send.writes_posted &&
 		       (r->failed || r->u.send.writes_posted == r->u.send.nwrites);

@@ -309,6 +309,7 @@ int scen_flush(struct ft *ft);
 int scen_peer_death(struct ft *ft);
 int scen_threads(struct ft *ft);
 int scen_soak(struct ft *ft);
+int scen_nccl(struct ft *ft);
 
 int helper_flush(struct ft *ft, struct ctl *up, const char *part);
 int helper_survivor(struct ft *ft, struct ctl *up, const char *part);

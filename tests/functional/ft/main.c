@@ -58,6 +58,7 @@ const struct scenario ft_scenarios[] = {
 	{"flush", scen_flush, 1},
 	{"peer-death", scen_peer_death, 1},
 	{"threads", scen_threads, 1},
+	{"nccl-patterns", scen_nccl, 1},
 	{"soak", scen_soak, 0},
 };
 const int ft_nscenarios = (int)(sizeof(ft_scenarios) / sizeof(ft_scenarios[0]));

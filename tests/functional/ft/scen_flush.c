@@ -230,6 +230,77 @@ int scen_flush(struct ft *ft)
 	return 0;
 }
 
+/* iflush while NCCL_NET_MAX_REQUESTS receives are posted on the comm: the
+ * flush must still get a request (a NULL one reads as "nothing to flush"),
+ * then the receives complete with their data. */
+static int flush_with_requests_taken(struct ft *ft, void *s, void *r)
+{
+	enum { N = NCCL_NET_MAX_REQUESTS, SZ = 3000 };
+	struct fbuf rb[N], sb[N];
+	void *rreq[N], *sreq[N], *freq = NULL;
+	int rc = -1, fsz[1] = {4}, got[1];
+	ncclResult_t res;
+
+	memset(rb, 0, sizeof(rb));
+	memset(sb, 0, sizeof(sb));
+	for (int i = 0; i < N; i++) {
+		size_t sz = SZ;
+		int tag = 70;
+		void *data;
+		rreq[i] = sreq[i] = NULL;
+		if (h_buf(ft, r, SZ + CANARY_PAD, &rb[i]) || h_buf(ft, s, SZ, &sb[i]))
+			goto out;
+		canary_fill(rb[i].p, 0, rb[i].cap);
+		pat_fill(sb[i].p, SZ, pat_key(ft->seed, SZ, 7000u + (uint64_t)i));
+		data = rb[i].p;
+		if (h_irecv(ft, r, 1, &data, &sz, &tag, &rb[i].mh, &rreq[i], ft->op_timeout_ms))
+			goto out;
+	}
+	g_step = "iflush";
+	CALL(ft, pl_iflush(ft->net, r, 1, (void **)&rb[0].p, fsz, &rb[0].mh, &freq),
+	     "iflush with every receive request of the comm in use");
+	if (!freq) {
+		fail(ft, "iflush with %d receives posted returned a NULL request: NCCL reads that "
+		     "as 'no flush needed' and the flush is skipped", N);
+		goto out;
+	}
+	if (h_wait(ft, freq, got, ft->op_timeout_ms, &res))
+		goto out;
+	if (res != ncclSuccess) {
+		fail(ft, "the flush with every request in use ended with %d", (int)res);
+		goto out;
+	}
+	for (int i = 0; i < N; i++) {
+		int64_t deadline = now_ms() + ft->op_timeout_ms;
+		while (!sreq[i]) {
+			g_step = "isend";
+			CALL(ft, pl_isend(ft->net, s, sb[i].p, SZ, 70, sb[i].mh, &sreq[i]), "isend");
+			if (now_ms() > deadline) {
+				fail(ft, "isend %d kept returning NULL", i);
+				goto out;
+			}
+		}
+	}
+	for (int i = 0; i < N; i++) {
+		int sz[1];
+		if (h_wait(ft, sreq[i], sz, ft->op_timeout_ms, &res) || res != ncclSuccess ||
+		    h_wait(ft, rreq[i], got, ft->op_timeout_ms, &res) || res != ncclSuccess) {
+			fail(ft, "transfer %d after the flush failed (%d)", i, (int)res);
+			goto out;
+		}
+		if (check_recv(ft, "after a flush with every request in use", &rb[i], SZ,
+			       7000u + (uint64_t)i, got[0]))
+			goto out;
+	}
+	rc = 0;
+out:
+	for (int i = 0; i < N; i++) {
+		fbuf_free(ft, &rb[i], 1);
+		fbuf_free(ft, &sb[i], 1);
+	}
+	return rc;
+}
+
 /* --helper flush --part MODE: FABNET_GDR_FLUSH=MODE is in our environment. */
 int helper_flush(struct ft *ft, struct ctl *up, const char *part)
 {
@@ -275,6 +346,8 @@ int helper_flush(struct ft *ft, struct ctl *up, const char *part)
 			goto out;
 		flushes++;
 	}
+	if (expect_req && flush_with_requests_taken(ft, s, r))
+		goto out;
 	hnote(up, "# flush: FABNET_GDR_FLUSH=%s (fresh process, one comm pair to itself): %d "
 	      "receives, iflush returned %s", mode ? mode : "(unset)", flushes,
 	      expect_req ? "real requests that test() completed" : "NULL requests");
