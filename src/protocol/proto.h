@@ -237,33 +237,11 @@ int fabnet_proto_reg(struct fabnet_dev *dev, void *data, size_t size, int type, 
 /* Before the registration goes: every request still naming it forgets it
  * (NCCL deregisters and frees buffers before it closes their comms). */
 void fabnet_proto_dereg(struct fabnet_rmr *rmr);
-void fabnet_proto_forget_mr(struct fabnet_rmr *rmr);
 ncclResult_t fabnet_proto_test(struct fabnet_req *req, int *done, uint64_t *sizes);
 
-/* Internal to the protocol layer (comm.c <-> xfer.c). */
-struct fabnet_comm *fabnet_proto_lookup(struct fabnet_dev *dev, uint32_t id);
+/* What the transport hands up (dev->up): a message that arrived, and the
+ * immediate data of an RMA write that landed. Untrusted bytes, checked here. */
 void fabnet_proto_on_msg(struct fabnet_dev *dev, const void *buf, size_t len);
 void fabnet_proto_on_imm(struct fabnet_dev *dev, uint64_t data);
-void fabnet_proto_xfer_msg(struct fabnet_dev *dev, const struct fabnet_msg *m);
-void fabnet_proto_op_done(struct fabnet_comm *comm);
-void fabnet_proto_fail_comm(struct fabnet_comm *comm, const char *why);
-/* While a request waits on the peer: send a keepalive every peer_timeout / 4;
- * one the provider fails to deliver, or cannot deliver within peer_timeout,
- * fails the comm. Liveness comes from the reliable provider's own delivery
- * report, so a peer that is alive but idle is never declared dead. */
-void fabnet_proto_check_peer_now(struct fabnet_comm *comm);
-/* test() spins on this: only one call in 32 looks at the clock. */
-static inline void fabnet_proto_check_peer(struct fabnet_comm *comm)
-{
-	if (comm->checked.tv_sec && (++comm->polls & 31))
-		return;
-	fabnet_proto_check_peer_now(comm);
-}
-void fabnet_proto_drop_stalled(struct fabnet_comm *comm);
-/* A send posts no more writes (its comm is closing). */
-void fabnet_proto_send_stop(struct fabnet_req *r);
-int fabnet_proto_post(struct fabnet_comm *comm, struct fabnet_op *op);
-/* The same on another rail of the comm's group. */
-int fabnet_proto_post_on(struct fabnet_comm *comm, struct fabnet_dev *rail, struct fabnet_op *op);
 
 #endif

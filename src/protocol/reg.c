@@ -10,7 +10,7 @@
 #include <stdlib.h>
 
 #include "core/log.h"
-#include "protocol/proto.h"
+#include "protocol/internal.h"
 
 int fabnet_proto_reg(struct fabnet_dev *dev, void *data, size_t size, int type, int fd,
 		     uint64_t offset, struct fabnet_rmr **out)
@@ -45,10 +45,36 @@ int fabnet_proto_reg(struct fabnet_dev *dev, void *data, size_t size, int type, 
 	return 0;
 }
 
+/* NCCL deregisters and frees its buffers, then closes their comms, and does so
+ * with requests in flight on abort. Whatever still names rmr forgets it: a
+ * receive entry is marked gone (a late EAGER or write for it is dropped, close
+ * does not wait for it), a send posts no more writes from the buffer and
+ * fails. Writes the provider already holds are its own: see docs/memory.md. */
+static void forget_mr(struct fabnet_rmr *rmr)
+{
+	struct fabnet_proto_dev *pd = PD(rmr->dev);
+
+	for (uint32_t id = 1; id < pd->cap; id++) {
+		struct fabnet_comm *c = pd->table[id];
+		if (!c || c->kind == FABNET_LISTEN)
+			continue;
+		for (uint32_t i = 0; i < c->reqs.allocated; i++) {
+			struct fabnet_req *r;
+			if (!c->reqs.in_use[i])
+				continue;
+			r = fabnet_pool_at(&c->reqs, i);
+			if (r->kind == FABNET_REQ_RECV)
+				fabnet_recv_forget(r, rmr);
+			else if (r->kind == FABNET_REQ_SEND)
+				fabnet_send_forget(r, rmr);
+		}
+	}
+}
+
 void fabnet_proto_dereg(struct fabnet_rmr *rmr)
 {
 	if (rmr->dev->proto)
-		fabnet_proto_forget_mr(rmr);
+		forget_mr(rmr);
 	for (int k = 0; k < rmr->nrails; k++)
 		fabnet_mr_put(rmr->mr[k]);
 	rmr->magic = 0;

@@ -1,0 +1,449 @@
+/*
+ * Connections: listen / connect / accept, close, and their messages.
+ *
+ * Connection set-up over a connectionless RDM endpoint:
+ *   listen():  allocates a listener id and a random nonce; the handle carries
+ *              the device's endpoint address, the id and the nonce.
+ *   connect(): inserts the listener's address, sends CONNECT(listener id,
+ *              nonce, our comm id, our address) and returns NULL until the
+ *              CONNECT_ACK names the receiver's comm id.
+ *   accept():  takes a queued CONNECT, creates the receiving comm, inserts the
+ *              sender's address and sends CONNECT_ACK.
+ * The sender may see a CTS before the ACK (no ordering): it is kept.
+ *
+ * Closing: close() sends CLOSE(number of operations this side started) so the
+ * peer fails only the requests that can no longer complete; requests still in
+ * flight are abandoned (their completions are swallowed) and the comm's memory
+ * is freed once the provider has returned every operation it owned.
+ */
+#include <config.h>
+
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include <rdma/fi_errno.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "protocol/internal.h"
+
+static uint64_t random_nonce(void)
+{
+	uint64_t v = 0;
+
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		v = (uint64_t)ts.tv_nsec * 6364136223846793005ull ^ (uint64_t)ts.tv_sec ^
+		    (uint64_t)(uintptr_t)&v;
+	}
+	return v ? v : 1;
+}
+
+/* ---- listen ---------------------------------------------------------------- */
+ncclResult_t fabnet_proto_listen(struct fabnet_dev *dev, void *handle, struct fabnet_comm **out)
+{
+	struct fabnet_handle h;
+	struct fabnet_comm *c;
+
+	*out = NULL;
+	c = fabnet_comm_new(dev, FABNET_LISTEN);
+	if (!c)
+		return ncclSystemError;
+	c->state = FABNET_READY;
+	c->u.listen.nonce = random_nonce();
+	memset(&h, 0, sizeof(h));
+	h.listen_id = c->id;
+	h.nonce = c->u.listen.nonce;
+	h.addrlen = (uint8_t)dev->addrlen;
+	memcpy(h.addr, dev->addr, dev->addrlen);
+	if (dev->addrlen > FABNET_ADDR_MAX || fabnet_handle_encode(&h, handle, FABNET_HANDLE_SIZE)) {
+		FN_WARN("fabnet: the endpoint address of %s (%zu bytes) does not fit a handle",
+			dev->name, dev->addrlen);
+		fabnet_comm_free(c);
+		return ncclInternalError;
+	}
+	*out = c;
+	return ncclSuccess;
+}
+
+void fabnet_conn_on_connect(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_comm *l = fabnet_proto_lookup(dev, m->dst_id);
+	struct fabnet_pending_conn *p;
+
+	if (!l || l->kind != FABNET_LISTEN || l->closing || l->u.listen.nonce != m->u.connect.nonce) {
+		FN_INFO(NCCL_NET, "fabnet: CONNECT for listener %u on %s ignored: no such listener "
+			"(closed, or a stale handle)", m->dst_id, dev->name);
+		return;
+	}
+	for (unsigned i = 0; i < l->u.listen.npending; i++)
+		if (l->u.listen.pending[i].src_id == m->src_id &&
+		    l->u.listen.pending[i].addrlen == m->u.connect.addrlen &&
+		    !memcmp(l->u.listen.pending[i].addr, m->u.connect.addr, m->u.connect.addrlen))
+			return; /* duplicate */
+	if (l->u.listen.npending == l->u.listen.cap) {
+		unsigned cap = l->u.listen.cap ? l->u.listen.cap * 2 : 4;
+		p = realloc(l->u.listen.pending, cap * sizeof(*p));
+		if (!p) {
+			FN_WARN("fabnet: out of memory queueing a connection on %s", dev->name);
+			return;
+		}
+		l->u.listen.pending = p;
+		l->u.listen.cap = cap;
+	}
+	p = &l->u.listen.pending[l->u.listen.npending++];
+	p->src_id = m->src_id;
+	p->proc = m->u.connect.proc;
+	p->addrlen = m->u.connect.addrlen;
+	memcpy(p->addr, m->u.connect.addr, p->addrlen);
+}
+
+void fabnet_conn_on_ack(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_comm *c = fabnet_proto_lookup(dev, m->dst_id);
+
+	if (!c || c->kind != FABNET_SEND || c->closing || c->state != FABNET_CONNECTING ||
+	    c->u.send.nonce != m->u.ack.nonce || m->src_id > FABNET_MAX_COMMS ||
+	    (c->peer_id && c->peer_id != m->src_id)) {
+		FN_INFO(NCCL_NET, "fabnet: CONNECT_ACK for comm %u on %s ignored (stale or "
+			"not connecting)", m->dst_id, dev->name);
+		return;
+	}
+	c->peer_id = (uint16_t)m->src_id;
+	c->peer_proc = m->u.ack.proc;
+	c->rail_peer[0] = c->peer;
+	c->nrails = 1;
+	/* Use the rails both sides have; rail k talks to the receiver's rail k. */
+	for (int k = 1; k < c->dev->nrails && k <= m->u.ack.nextra; k++) {
+		const uint8_t *a = m->u.ack.addrs + (size_t)(k - 1) * m->u.ack.addrlen;
+		if (fabnet_dev_peer(c->dev->rails[k], a, m->u.ack.addrlen, &c->rail_peer[k])) {
+			FN_WARN("fabnet: send comm %u on %s: the receiver's rail %d address is not "
+				"usable on %s; striping over %d rail%s", c->id, c->dev->name, k,
+				c->dev->rails[k]->name, k, k > 1 ? "s" : "");
+			break;
+		}
+		c->nrails = (uint8_t)(k + 1);
+	}
+	if (c->dev->nrails > 1 || m->u.ack.nextra)
+		FN_INFO(NCCL_NET, "fabnet: send comm %u on %s uses %d rail%s (ours %d, the "
+			"receiver's %d)", c->id, c->dev->name, c->nrails, c->nrails > 1 ? "s" : "",
+			c->dev->nrails > 1 ? c->dev->nrails : 1, 1 + m->u.ack.nextra);
+	c->state = FABNET_READY;
+}
+
+void fabnet_conn_on_close(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_comm *c = fabnet_proto_lookup(dev, m->dst_id);
+
+	if (!c || c->kind == FABNET_LISTEN || c->closing || c->peer_id != m->src_id)
+		return;
+	c->peer_closed = 1;
+	c->peer_final_seq = m->seq;
+	FN_INFO(NCCL_NET, "fabnet: peer of comm %u on %s closed after %u operations", c->id,
+		dev->name, m->seq);
+}
+
+/* ---- connect ----------------------------------------------------------------- */
+static struct fabnet_comm *find_connecting(struct fabnet_proto_dev *pd, const void *handle,
+					   struct fabnet_comm ***link)
+{
+	struct fabnet_comm **pp = &pd->connecting;
+
+	for (; *pp; pp = &(*pp)->next)
+		if ((*pp)->u.send.handle_ptr == handle &&
+		    !memcmp((*pp)->u.send.handle, handle, FABNET_HANDLE_SIZE)) {
+			*link = pp;
+			return *pp;
+		}
+	return NULL;
+}
+
+ncclResult_t fabnet_proto_connect(struct fabnet_dev *dev, const void *handle,
+				  struct fabnet_comm **out)
+{
+	struct fabnet_proto_dev *pd = PD(dev);
+	struct fabnet_handle h;
+	struct fabnet_comm *c, **link;
+	const char *why;
+	void *buf;
+	size_t len;
+	unsigned timeout = fabnet_config()->connect_timeout_ms;
+
+	*out = NULL;
+	c = find_connecting(pd, handle, &link);
+	if (c) {
+		if (c->state == FABNET_READY) {
+			*link = c->next;
+			c->next = NULL;
+			*out = c;
+			return ncclSuccess;
+		}
+		if (c->state == FABNET_FAILED || fabnet_elapsed_ms(&c->u.send.started) > timeout) {
+			if (c->state != FABNET_FAILED)
+				FN_WARN("fabnet: connect on %s: no answer from listener %u within %u ms "
+					"(FABNET_CONNECT_TIMEOUT_MS). Did the peer call accept(), and "
+					"can it reach this node with provider %s?", dev->name,
+					c->u.send.listen_id, timeout, dev->prov_name);
+			*link = c->next;
+			c->next = NULL;
+			c->closing = 1;
+			if (c->ops_inflight) {
+				c->next = pd->zombies;
+				pd->zombies = c;
+			} else {
+				fabnet_comm_free(c);
+			}
+			return ncclRemoteError;
+		}
+		return ncclSuccess;
+	}
+
+	why = fabnet_handle_decode(handle, FABNET_HANDLE_SIZE, &h);
+	if (why) {
+		FN_WARN("fabnet: connect on %s: invalid connection handle: %s. Pass connect() the "
+			"handle that listen() filled in on the peer.", dev->name, why);
+		return ncclInvalidArgument;
+	}
+	buf = fabnet_dev_txbuf_get(dev);
+	if (!buf)
+		return ncclSuccess; /* try again on the next call */
+	c = fabnet_comm_new(dev, FABNET_SEND);
+	if (!c) {
+		fabnet_dev_txbuf_put(dev, buf);
+		return ncclSystemError;
+	}
+	c->state = FABNET_CONNECTING;
+	c->u.send.nonce = h.nonce;
+	c->u.send.listen_id = h.listen_id;
+	memcpy(c->u.send.handle, handle, FABNET_HANDLE_SIZE);
+	c->u.send.handle_ptr = handle;
+	clock_gettime(CLOCK_MONOTONIC, &c->u.send.started);
+	if (fabnet_dev_peer(dev, h.addr, h.addrlen, &c->peer)) {
+		FN_WARN("fabnet: connect on %s: the listener's address in the handle is not usable "
+			"with provider %s", dev->name, dev->prov_name);
+		fabnet_dev_txbuf_put(dev, buf);
+		fabnet_comm_free(c);
+		return ncclInvalidArgument;
+	}
+	len = fabnet_msg_encode_connect(buf, dev->buf_size, h.listen_id, c->id, h.nonce,
+					fabnet_self_proc(), dev->addr, (uint8_t)dev->addrlen);
+	if (!len || fabnet_ctl_send(c, &c->u.send.conn_op, buf, len, 0)) {
+		fabnet_dev_txbuf_put(dev, buf);
+		fabnet_comm_free(c);
+		return ncclSystemError;
+	}
+	c->next = pd->connecting;
+	pd->connecting = c;
+	return ncclSuccess;
+}
+
+/* ---- accept ------------------------------------------------------------------- */
+ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out)
+{
+	struct fabnet_dev *dev = l->dev;
+	struct fabnet_pending_conn p;
+	struct fabnet_comm *c;
+	void *buf;
+	size_t len;
+
+	*out = NULL;
+	/* The comm is handed out only once its CONNECT_ACK is with the provider:
+	 * an ACK left on the retry list would wait for the next call into the
+	 * plugin, which the application may not make before its peer connects. */
+	if (l->u.listen.accepting) {
+		c = l->u.listen.accepting;
+		if (c->u.recv.ack_op.queued)
+			return ncclSuccess;
+		l->u.listen.accepting = NULL;
+		if (c->state == FABNET_FAILED) {
+			fabnet_proto_close(c);
+			return ncclRemoteError;
+		}
+		*out = c;
+		return ncclSuccess;
+	}
+	if (l->u.listen.npending == 0)
+		return ncclSuccess;
+	buf = fabnet_dev_txbuf_get(dev);
+	if (!buf)
+		return ncclSuccess;
+	p = l->u.listen.pending[0];
+	c = fabnet_comm_new(dev, FABNET_RECV);
+	if (!c) {
+		fabnet_dev_txbuf_put(dev, buf);
+		return ncclSystemError;
+	}
+	memmove(&l->u.listen.pending[0], &l->u.listen.pending[1],
+		(l->u.listen.npending - 1) * sizeof(p));
+	l->u.listen.npending--;
+	if (p.src_id > FABNET_MAX_COMMS || fabnet_dev_peer(dev, p.addr, p.addrlen, &c->peer)) {
+		FN_WARN("fabnet: accept on %s: the connecting peer's address is not usable",
+			dev->name);
+		fabnet_dev_txbuf_put(dev, buf);
+		fabnet_comm_free(c);
+		return ncclRemoteError;
+	}
+	c->peer_id = (uint16_t)p.src_id;
+	c->peer_proc = p.proc;
+	c->state = FABNET_READY;
+	{
+		/* Our other rails' addresses, for a sender that has rails too. */
+		uint8_t addrs[(FABNET_MAX_RAILS - 1) * FABNET_ADDR_MAX];
+		uint8_t nextra = 0, alen = dev->nrails > 1 ? (uint8_t)dev->rails[1]->addrlen : 0;
+		for (int k = 1; k < dev->nrails && dev->rails[k]->addrlen == alen; k++)
+			memcpy(addrs + (size_t)nextra++ * alen, dev->rails[k]->addr, alen);
+		c->nrails = (uint8_t)(1 + nextra);
+		len = fabnet_msg_encode_ack_rails(buf, dev->buf_size, c->peer_id, c->id,
+						  l->u.listen.nonce, fabnet_self_proc(), nextra, alen, addrs);
+	}
+	if (!len || fabnet_ctl_send(c, &c->u.recv.ack_op, buf, len, 0)) {
+		fabnet_dev_txbuf_put(dev, buf);
+		fabnet_comm_free(c);
+		return ncclSystemError;
+	}
+	if (c->u.recv.ack_op.queued) {
+		l->u.listen.accepting = c;
+		return ncclSuccess;
+	}
+	*out = c;
+	return ncclSuccess;
+}
+
+/* ---- close ----------------------------------------------------------------
+ * NCCL frees its buffers right after close, so nothing may touch them after:
+ *  - a send comm waits for its RMA writes (they read the send buffers), then
+ *    sends CLOSE, which tells the receiver that no write of ours is coming;
+ *  - a recv comm with receives outstanding waits for the writes announced to
+ *    land, and for the sender's CLOSE (or the sender's death), because some
+ *    providers (shm) keep copying into a buffer after its MR is closed.
+ * Waiting is bounded by FABNET_PEER_TIMEOUT_MS and by the peer checks. */
+static int user_ops_busy(struct fabnet_comm *c)
+{
+	for (uint32_t i = 0; i < c->reqs.capacity; i++) {
+		struct fabnet_req *r;
+		if (!c->reqs.in_use[i])
+			continue;
+		r = fabnet_pool_at(&c->reqs, i);
+		if (r->kind == FABNET_REQ_SEND && r->u.send.writes_posted != r->u.send.writes_done)
+			return 1;
+		if (r->kind == FABNET_REQ_FLUSH && r->msg_pending)
+			return 1;
+		if (r->kind == FABNET_REQ_RECV && !c->peer_closed && c->state == FABNET_READY)
+			for (int k = 0; k < r->u.recv.n; k++)
+				if (!r->u.recv.e[k].done && r->u.recv.e[k].mr)
+					return 1; /* the sender may be writing there */
+	}
+	return 0;
+}
+
+#define CLOSE_FLUSH_MS 1000
+
+static void wait_user_ops(struct fabnet_comm *c)
+{
+	unsigned timeout = fabnet_config()->peer_timeout_ms;
+	struct timespec start;
+
+	if (!user_ops_busy(c))
+		return;
+	fabnet_proto_drop_stalled(c); /* writes not yet posted never will be */
+	for (uint32_t i = 0; i < c->reqs.capacity; i++) {
+		struct fabnet_req *r = c->reqs.in_use[i] ? fabnet_pool_at(&c->reqs, i) : NULL;
+		if (r && r->kind == FABNET_REQ_SEND)
+			fabnet_proto_send_stop(r); /* post no more chunks */
+	}
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (user_ops_busy(c) && fabnet_elapsed_ms(&start) < timeout) {
+		if (fabnet_dev_progress(c->dev))
+			break;
+		fabnet_proto_check_peer(c);
+		sched_yield();
+	}
+	if (user_ops_busy(c))
+		FN_WARN("fabnet: closing comm %u on %s with RMA operations still in flight after "
+			"%u ms: keep their buffers allocated until the process exits", c->id,
+			c->dev->name, timeout);
+}
+
+ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
+{
+	struct fabnet_dev *dev = c->dev;
+	struct fabnet_proto_dev *pd = PD(dev);
+
+	if (c->kind == FABNET_LISTEN) {
+		if (c->u.listen.accepting)
+			fabnet_proto_close(c->u.listen.accepting);
+		fabnet_comm_free(c);
+		return ncclSuccess;
+	}
+	if (c->kind == FABNET_SEND && c->state == FABNET_CONNECTING) {
+		struct fabnet_comm **link;
+		if (find_connecting(pd, c->u.send.handle_ptr, &link) == c)
+			*link = c->next;
+		c->next = NULL;
+	}
+	if (c->state == FABNET_READY)
+		wait_user_ops(c);
+	/* Tell the peer how far we got, so it fails only what cannot complete. */
+	if (c->state == FABNET_READY && !c->peer_closed) {
+		void *buf = fabnet_dev_txbuf_get(dev);
+		if (buf) {
+			uint32_t final = c->seq;
+			size_t len;
+			if (c->kind == FABNET_SEND && c->u.send.cts[c->seq % FABNET_NSLOTS].valid &&
+			    c->u.send.cts[c->seq % FABNET_NSLOTS].taken)
+				final++;
+			len = fabnet_msg_encode_close(buf, dev->buf_size, c->peer_id, c->id, final);
+			/* The CLOSE op lives in a request-independent slot: reuse ack/conn op. */
+			struct fabnet_op *op = c->kind == FABNET_SEND ? &c->u.send.conn_op
+								      : &c->u.recv.ack_op;
+			if (op->posted || op->queued || !len || fabnet_ctl_send(c, op, buf, len, 1)) {
+				fabnet_dev_txbuf_put(dev, buf);
+			} else if (op->queued) {
+				/* Queued behind a busy provider: give it a moment to go out,
+				 * or the cancel below would drop it and leave the peer to
+				 * find out by keepalive. */
+				struct timespec start;
+				clock_gettime(CLOCK_MONOTONIC, &start);
+				while (op->queued && fabnet_elapsed_ms(&start) < CLOSE_FLUSH_MS &&
+				       !fabnet_dev_progress(dev))
+					sched_yield();
+			}
+			if (dev->delivery_needs_peer) {
+				/* rxd delivers only while we progress: see it through. */
+				struct timespec start;
+				clock_gettime(CLOCK_MONOTONIC, &start);
+				while ((op->queued || op->posted) && fabnet_elapsed_ms(&start) < CLOSE_FLUSH_MS &&
+				       !fabnet_dev_progress(dev))
+					sched_yield();
+			}
+		}
+	}
+	c->closing = 1;
+	c->ops_inflight++; /* hold the comm while cancelling below */
+	fabnet_proto_drop_stalled(c);
+	/* Posts the provider never took can simply be forgotten, on every rail. */
+	for (int k = 0; k < (dev->nrails > 1 ? dev->nrails : 1); k++) {
+		struct fabnet_dev *rd = k ? dev->rails[k] : dev;
+		for (struct fabnet_op *op = rd->retry_head, *next; op; op = next) {
+			next = op->next;
+			if (op->kind == FABNET_OP_RECV)
+				continue;
+			if (fabnet_op_comm(op) == c) {
+				fabnet_dev_unqueue(rd, op);
+				op->cb(op, FI_ECANCELED, NULL);
+			}
+		}
+	}
+	c->ops_inflight--;
+	if (c->ops_inflight == 0) {
+		fabnet_comm_free(c);
+	} else {
+		c->next = pd->zombies;
+		pd->zombies = c;
+	}
+	return ncclSuccess;
+}

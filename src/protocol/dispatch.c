@@ -1,0 +1,124 @@
+/*
+ * A device's protocol state, and where each message that arrives on it goes.
+ */
+#include <config.h>
+
+#include <stdlib.h>
+
+#include <rdma/fi_errno.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "protocol/internal.h"
+
+/* ---- device --------------------------------------------------------------- */
+/* Opens the group's other rails; one that fails leaves the group with the
+ * rails before it (the job runs on fewer NICs, and says so). */
+static void open_rails(struct fabnet_dev *dev, struct fabnet_proto_dev *pd)
+{
+	for (int i = 1; i < dev->nrails; i++) {
+		struct fabnet_dev *r = dev->rails[i];
+		int rc = fabnet_dev_open(r);
+		if (rc) {
+			FN_WARN("fabnet: rail %d (%s) of device %s could not be opened (%s): using "
+				"%d rail%s", i, r->name, dev->name, fi_strerror(-rc), i, i > 1 ? "s" : "");
+			for (int j = i; j < dev->nrails; j++)
+				dev->rails[j]->primary = NULL;
+			dev->nrails = i;
+			break;
+		}
+		r->proto = pd;
+		r->up.on_msg = fabnet_proto_on_msg;
+		r->up.on_imm = fabnet_proto_on_imm;
+	}
+}
+
+int fabnet_proto_dev_init(struct fabnet_dev *dev)
+{
+	struct fabnet_proto_dev *pd;
+	int rc;
+
+	if (dev->proto)
+		return 0;
+	rc = fabnet_dev_open(dev);
+	if (rc)
+		return rc;
+	pd = calloc(1, sizeof(*pd));
+	if (!pd)
+		return -FI_ENOMEM;
+	pd->next_fresh = 1;
+	pd->free_ids = malloc(sizeof(uint16_t) * (FABNET_MAX_COMMS + 1));
+	if (!pd->free_ids ||
+	    fabnet_pool_init(&pd->wops, sizeof(struct fabnet_op),
+			     fabnet_config()->tx_buffers * fabnet_config()->writes_in_flight, NULL)) {
+		free(pd->free_ids);
+		free(pd);
+		return -FI_ENOMEM;
+	}
+	dev->proto = pd;
+	dev->up.on_msg = fabnet_proto_on_msg;
+	dev->up.on_imm = fabnet_proto_on_imm;
+	open_rails(dev, pd);
+	return 0;
+}
+
+void fabnet_proto_dev_fini(struct fabnet_dev *dev)
+{
+	struct fabnet_proto_dev *pd = PD(dev);
+
+	if (!pd)
+		return;
+	/* Closing the endpoint cancels what is posted; then every comm can go. */
+	if (pd->flush_mr)
+		fabnet_mr_dereg(pd->flush_mr);
+	fabnet_dev_close(dev);
+	for (int i = 1; i < dev->nrails; i++) {
+		fabnet_dev_close(dev->rails[i]);
+		dev->rails[i]->proto = NULL;
+	}
+	for (uint32_t i = 0; i < pd->cap; i++)
+		if (pd->table[i])
+			fabnet_comm_free(pd->table[i]);
+	free(pd->table);
+	free(pd->free_ids);
+	fabnet_pool_fini(&pd->wops);
+	free(pd);
+	dev->proto = NULL;
+}
+
+void fabnet_proto_on_msg(struct fabnet_dev *dev, const void *buf, size_t len)
+{
+	struct fabnet_msg m;
+	const char *why = fabnet_msg_decode(buf, len, &m);
+
+	if (why) {
+		FN_WARN("fabnet: dropped a malformed message (%zu bytes) on %s: %s. A peer runs "
+			"another fabnet version, or something else writes to this endpoint.",
+			len, dev->name, why);
+		return;
+	}
+	switch (m.type) {
+	case FABNET_MSG_CONNECT:
+		fabnet_conn_on_connect(dev, &m);
+		break;
+	case FABNET_MSG_CONNECT_ACK:
+		fabnet_conn_on_ack(dev, &m);
+		break;
+	case FABNET_MSG_CLOSE:
+		fabnet_conn_on_close(dev, &m);
+		break;
+	case FABNET_MSG_PING:
+		break; /* its delivery was the message */
+	case FABNET_MSG_CTS:
+		fabnet_send_on_cts(dev, &m);
+		break;
+	case FABNET_MSG_EAGER:
+		fabnet_recv_on_eager(dev, &m);
+		break;
+	case FABNET_MSG_FIN:
+		fabnet_recv_on_fin(dev, &m);
+		break;
+	default:
+		break;
+	}
+}

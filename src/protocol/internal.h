@@ -1,0 +1,102 @@
+/*
+ * What the protocol layer's modules share and nothing above them sees. The
+ * modules call downward only, in this order (each may use those before it):
+ *
+ *   req.c       requests: the per-comm pool, the list of sends waiting for a
+ *               write op or for room on a rail
+ *   comm.c      comms: ids, lifetime, posting, control ops, failure, liveness
+ *   sched.c     write scheduling: stripes over rails, chunks, write completions
+ *   send.c      isend and the CTS that lets a send go
+ *   recv.c      irecv, and the EAGER, FIN and immediate data that complete it
+ *   flush.c     iflush
+ *   test.c      test: when a request is finished
+ *   conn.c      listen, connect, accept, close and their messages
+ *   reg.c       registrations, and what a deregistration makes requests forget
+ *   dispatch.c  the device's protocol state, and where each message goes
+ */
+#ifndef FABNET_PROTOCOL_INTERNAL_H
+#define FABNET_PROTOCOL_INTERNAL_H
+
+#include "protocol/proto.h"
+
+#define PD(dev) ((struct fabnet_proto_dev *)(dev)->proto)
+
+/* Rail k of a device group (0 is the group's primary). */
+static inline struct fabnet_dev *fabnet_rail(struct fabnet_dev *dev, int k)
+{
+	return k ? dev->rails[k] : dev;
+}
+
+/* ---- req.c ----------------------------------------------------------------- */
+/* NULL when the comm has FABNET_NREQS sends and receives out (iflush has
+ * FABNET_FLUSH_REQS more of its own). */
+struct fabnet_req *fabnet_req_new(struct fabnet_comm *comm, uint8_t kind);
+void fabnet_req_free(struct fabnet_req *r);
+/* The provider still holds one of r's operations. */
+int fabnet_req_ops_pending(const struct fabnet_req *r);
+/* Frees an abandoned request (one NCCL was told is over) once nothing of it
+ * is with the provider any more. */
+void fabnet_req_release_abandoned(struct fabnet_req *r);
+void fabnet_stall_add(struct fabnet_proto_dev *pd, struct fabnet_req *r);
+void fabnet_stall_remove(struct fabnet_proto_dev *pd, struct fabnet_req *r);
+/* Takes the comm's sends off the list (a failed comm's fail: their writes never go). */
+void fabnet_proto_drop_stalled(struct fabnet_comm *comm);
+
+/* ---- comm.c ---------------------------------------------------------------- */
+struct fabnet_comm *fabnet_proto_lookup(struct fabnet_dev *dev, uint32_t id);
+int fabnet_proto_post(struct fabnet_comm *comm, struct fabnet_op *op);
+/* The same on another rail of the comm's group. */
+int fabnet_proto_post_on(struct fabnet_comm *comm, struct fabnet_dev *rail, struct fabnet_op *op);
+/* The provider gave back one of the comm's ops (a closed comm goes with its last). */
+void fabnet_proto_op_done(struct fabnet_comm *comm);
+/* The comm is dead: its requests fail with ncclRemoteError, logged once with why. */
+void fabnet_proto_fail_comm(struct fabnet_comm *comm, const char *why);
+/* While a request waits on the peer: send a keepalive every peer_timeout / 4;
+ * one the provider fails to deliver, or cannot deliver within peer_timeout,
+ * fails the comm. Liveness comes from the reliable provider's own delivery
+ * report, so a peer that is alive but idle is never declared dead. */
+void fabnet_proto_check_peer_now(struct fabnet_comm *comm);
+/* test() spins on this: only one call in 32 looks at the clock. */
+static inline void fabnet_proto_check_peer(struct fabnet_comm *comm)
+{
+	if (comm->checked.tv_sec && (++comm->polls & 31))
+		return;
+	fabnet_proto_check_peer_now(comm);
+}
+const struct fabnet_proc *fabnet_self_proc(void);
+uint64_t fabnet_elapsed_ms(const struct timespec *since);
+struct fabnet_comm *fabnet_comm_new(struct fabnet_dev *dev, uint8_t kind);
+void fabnet_comm_free(struct fabnet_comm *c);
+/* ncclSuccess, or the error an operation on comm must return now. */
+ncclResult_t fabnet_comm_usable(struct fabnet_comm *comm, const char *call);
+/* A control message (CONNECT, ACK, CLOSE, PING) in op, from a bounce buffer.
+ * best_effort: its failure does not fail the comm. */
+int fabnet_ctl_send(struct fabnet_comm *c, struct fabnet_op *op, void *buf, size_t len,
+		    int best_effort);
+/* The comm an operation posted by this layer belongs to. */
+struct fabnet_comm *fabnet_op_comm(const struct fabnet_op *op);
+/* A request's own message (CTS, EAGER or FIN) from bounce buffer buf of
+ * rail k to the peer's rail k. */
+int fabnet_post_msg(struct fabnet_req *r, int k, void *buf, size_t len);
+
+/* ---- sched.c --------------------------------------------------------------- */
+/* Cuts a rendezvous send into stripes over its first nr rails. */
+void fabnet_sched_plan(struct fabnet_comm *comm, struct fabnet_req *r, int nr);
+/* Posts what it can of a rendezvous send's writes. */
+void fabnet_sched_advance(struct fabnet_req *r);
+/* A send posts no more writes (its comm is closing, its buffer is gone). */
+void fabnet_proto_send_stop(struct fabnet_req *r);
+
+/* ---- send.c, recv.c: incoming messages and deregistration ------------------ */
+void fabnet_send_on_cts(struct fabnet_dev *dev, const struct fabnet_msg *m);
+void fabnet_send_forget(struct fabnet_req *r, const struct fabnet_rmr *rmr);
+void fabnet_recv_on_eager(struct fabnet_dev *dev, const struct fabnet_msg *m);
+void fabnet_recv_on_fin(struct fabnet_dev *dev, const struct fabnet_msg *m);
+void fabnet_recv_forget(struct fabnet_req *r, const struct fabnet_rmr *rmr);
+
+/* ---- conn.c ---------------------------------------------------------------- */
+void fabnet_conn_on_connect(struct fabnet_dev *dev, const struct fabnet_msg *m);
+void fabnet_conn_on_ack(struct fabnet_dev *dev, const struct fabnet_msg *m);
+void fabnet_conn_on_close(struct fabnet_dev *dev, const struct fabnet_msg *m);
+
+#endif
