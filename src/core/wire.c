@@ -112,14 +112,14 @@ static uint8_t *put_hdr(uint8_t *p, uint8_t type, uint32_t dst, uint32_t src, ui
 
 size_t fabnet_msg_encode_connect(void *buf, size_t len, uint32_t listen_id, uint32_t src_id,
 				 uint64_t nonce, const struct fabnet_proc *proc, const void *addr,
-				 uint8_t addrlen)
+				 uint8_t addrlen, uint32_t eager_max)
 {
 	size_t need = FABNET_MSG_HDR_SIZE + CONNECT_FIXED + (size_t)addrlen;
 	uint8_t *p;
 
 	if (len < need || addrlen == 0 || addrlen > FABNET_ADDR_MAX)
 		return 0;
-	p = put_hdr(buf, FABNET_MSG_CONNECT, listen_id, src_id, 0);
+	p = put_hdr(buf, FABNET_MSG_CONNECT, listen_id, src_id, eager_max);
 	put64(&p, nonce);
 	put8(&p, addrlen);
 	put8(&p, 0);
@@ -134,7 +134,7 @@ size_t fabnet_msg_encode_connect(void *buf, size_t len, uint32_t listen_id, uint
  * the layout of the single-rail format), host, then the extra addresses. */
 size_t fabnet_msg_encode_ack_rails(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 				   uint64_t nonce, const struct fabnet_proc *proc, uint8_t nextra,
-				   uint8_t addrlen, const void *addrs)
+				   uint8_t addrlen, const void *addrs, uint32_t eager_max)
 {
 	size_t need = FABNET_MSG_HDR_SIZE + ACK_FIXED + (size_t)nextra * addrlen;
 	uint8_t *p;
@@ -142,7 +142,7 @@ size_t fabnet_msg_encode_ack_rails(void *buf, size_t len, uint32_t dst_id, uint3
 	if (len < need || nextra > FABNET_MAX_RAILS - 1 || (nextra && !addrlen) ||
 	    addrlen > FABNET_ADDR_MAX)
 		return 0;
-	p = put_hdr(buf, FABNET_MSG_CONNECT_ACK, dst_id, src_id, 0);
+	p = put_hdr(buf, FABNET_MSG_CONNECT_ACK, dst_id, src_id, eager_max);
 	put64(&p, nonce);
 	put32(&p, proc ? proc->pid : 0);
 	put8(&p, nextra);
@@ -157,7 +157,7 @@ size_t fabnet_msg_encode_ack_rails(void *buf, size_t len, uint32_t dst_id, uint3
 size_t fabnet_msg_encode_ack(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 			     uint64_t nonce, const struct fabnet_proc *proc)
 {
-	return fabnet_msg_encode_ack_rails(buf, len, dst_id, src_id, nonce, proc, 0, 0, NULL);
+	return fabnet_msg_encode_ack_rails(buf, len, dst_id, src_id, nonce, proc, 0, 0, NULL, 0);
 }
 
 /* CTS: n, extra rail count, 6 reserved bytes, then per entry the first
@@ -329,7 +329,7 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 			e->size = get64(&p);
 			e->tag = (int32_t)get32(&p);
 			e->flags = get32(&p);
-			if (e->flags & ~(uint32_t)FABNET_CTS_EAGER_OK)
+			if (e->flags & ~(uint32_t)(FABNET_CTS_EAGER_OK | FABNET_CTS_NO_RMA))
 				return "CTS entry has unknown flags";
 			if (e->size && e->addr + e->size < e->addr)
 				return "CTS entry wraps around the address space";

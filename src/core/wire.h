@@ -55,6 +55,7 @@ enum fabnet_msg_type {
 
 /* CTS entry flags */
 #define FABNET_CTS_EAGER_OK 0x1 /* host memory: the receiver can copy inline data */
+#define FABNET_CTS_NO_RMA 0x2   /* posted without registration: inline data only */
 /* FIN / EAGER flags */
 #define FABNET_FIN_ERROR 0x1 /* the send failed (too large for the buffer) */
 
@@ -86,7 +87,8 @@ struct fabnet_msg {
 	uint8_t type;
 	uint32_t dst_id; /* comm (or listener) id on the receiving side */
 	uint32_t src_id; /* comm id on the sending side */
-	uint32_t seq;
+	uint32_t seq;    /* the receive's sequence; CLOSE: operations started;
+			  * CONNECT, CONNECT_ACK: the sender's eager limit (0: not said) */
 	union {
 		struct {
 			uint64_t nonce;
@@ -123,16 +125,18 @@ struct fabnet_msg {
 };
 
 /* Each encoder returns the encoded length, or 0 when buf is too small. */
+/* CONNECT and CONNECT_ACK carry, in the header's seq, the largest eager
+ * message their side takes (0: not said); both sides use the smaller. */
 size_t fabnet_msg_encode_connect(void *buf, size_t len, uint32_t listen_id, uint32_t src_id,
 				 uint64_t nonce, const struct fabnet_proc *proc, const void *addr,
-				 uint8_t addrlen);
+				 uint8_t addrlen, uint32_t eager_max);
 size_t fabnet_msg_encode_ack(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 			     uint64_t nonce, const struct fabnet_proc *proc);
 /* A receiver with several rails also names the addresses of rails 1..nextra
  * (addrlen bytes each, back to back); the first is in the handle. */
 size_t fabnet_msg_encode_ack_rails(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 				   uint64_t nonce, const struct fabnet_proc *proc, uint8_t nextra,
-				   uint8_t addrlen, const void *addrs);
+				   uint8_t addrlen, const void *addrs, uint32_t eager_max);
 size_t fabnet_msg_encode_cts(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 			     uint32_t seq, uint8_t n, const struct fabnet_cts_entry *e);
 /* rail[i][k] is entry i on the receiver's rail k + 1, for k < nextra. */

@@ -44,6 +44,22 @@ static uint64_t random_nonce(void)
 }
 
 /* ---- listen ---------------------------------------------------------------- */
+/* Both sides take eager messages only up to the smaller limit: a sender with
+ * a larger one (FABNET_EAGER_MAX, or an MTU-bound efa-direct endpoint on one
+ * side only) would overrun the receiver's bounce buffers. 0: an older peer
+ * that does not say; our own limit then. */
+static void agree_eager(struct fabnet_comm *c, uint32_t peer)
+{
+	uint32_t own = (uint32_t)c->dev->eager_max;
+
+	c->eager_max = peer && peer < own ? peer : own;
+	if (peer && peer != own)
+		FN_INFO(NCCL_INIT | NCCL_NET, "fabnet: %s comm %u on %s: eager messages up to %u "
+			"bytes (ours %u, the peer's %u; FABNET_EAGER_MAX)",
+			c->kind == FABNET_SEND ? "send" : "recv", c->id, c->dev->name, c->eager_max,
+			own, peer);
+}
+
 ncclResult_t fabnet_proto_listen(struct fabnet_dev *dev, void *handle, struct fabnet_comm **out)
 {
 	struct fabnet_handle h;
@@ -97,6 +113,7 @@ void fabnet_conn_on_connect(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	}
 	p = &l->u.listen.pending[l->u.listen.npending++];
 	p->src_id = m->src_id;
+	p->eager_max = m->seq;
 	p->proc = m->u.connect.proc;
 	p->addrlen = m->u.connect.addrlen;
 	memcpy(p->addr, m->u.connect.addr, p->addrlen);
@@ -115,6 +132,7 @@ void fabnet_conn_on_ack(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	}
 	c->peer_id = (uint16_t)m->src_id;
 	c->peer_proc = m->u.ack.proc;
+	agree_eager(c, m->seq);
 	c->rail_peer[0] = c->peer;
 	c->nrails = 1;
 	/* Use the rails both sides have; rail k talks to the receiver's rail k. */
@@ -230,7 +248,8 @@ ncclResult_t fabnet_proto_connect(struct fabnet_dev *dev, const void *handle,
 		return ncclInvalidArgument;
 	}
 	len = fabnet_msg_encode_connect(buf, dev->buf_size, h.listen_id, c->id, h.nonce,
-					fabnet_self_proc(), dev->addr, (uint8_t)dev->addrlen);
+					fabnet_self_proc(), dev->addr, (uint8_t)dev->addrlen,
+					(uint32_t)dev->eager_max);
 	if (!len || fabnet_ctl_send(c, &c->u.send.conn_op, buf, len, 0)) {
 		fabnet_dev_txbuf_put(dev, buf);
 		fabnet_comm_free(c);
@@ -289,6 +308,7 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 	}
 	c->peer_id = (uint16_t)p.src_id;
 	c->peer_proc = p.proc;
+	agree_eager(c, p.eager_max);
 	c->state = FABNET_READY;
 	{
 		/* Our other rails' addresses, for a sender that has rails too. */
@@ -298,7 +318,8 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 			memcpy(addrs + (size_t)nextra++ * alen, dev->rails[k]->addr, alen);
 		c->nrails = (uint8_t)(1 + nextra);
 		len = fabnet_msg_encode_ack_rails(buf, dev->buf_size, c->peer_id, c->id,
-						  l->u.listen.nonce, fabnet_self_proc(), nextra, alen, addrs);
+						  l->u.listen.nonce, fabnet_self_proc(), nextra, alen, addrs,
+						  (uint32_t)dev->eager_max);
 	}
 	if (!len || fabnet_ctl_send(c, &c->u.recv.ack_op, buf, len, 0)) {
 		fabnet_dev_txbuf_put(dev, buf);

@@ -131,6 +131,7 @@ struct fabnet_cts_slot {
 
 struct fabnet_pending_conn {
 	uint32_t src_id;
+	uint32_t eager_max;     /* the connecting side's, from its CONNECT */
 	struct fabnet_proc proc;
 	uint8_t addrlen;
 	uint8_t addr[FABNET_ADDR_MAX];
@@ -148,6 +149,7 @@ struct fabnet_comm {
 	fi_addr_t peer;         /* on the first rail */
 	uint8_t nrails;         /* rails in use: send: both sides have them; recv: ours */
 	uint32_t rr;            /* round-robin rail for the next small send */
+	uint32_t eager_max;     /* largest eager message: the smaller of both sides' */
 	fi_addr_t rail_peer[FABNET_MAX_RAILS]; /* send: the receiver on each rail */
 	uint32_t seq;           /* recv: next irecv; send: next CTS to consume */
 	uint32_t peer_final_seq;/* from the peer's CLOSE */

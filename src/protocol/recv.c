@@ -33,7 +33,7 @@ ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
 		struct fabnet_rmr *mr = mrs ? mrs[i] : NULL;
 		memset(&e[i], 0, sizeof(e[i]));
 		memset(extra[i], 0, sizeof(extra[i]));
-		if (!mr && sizes[i] > dev->eager_max) {
+		if (!mr && sizes[i] > comm->eager_max) {
 			FN_WARN("fabnet: irecv of %llu bytes without a registered buffer: pass the "
 				"mhandle from regMr", (unsigned long long)sizes[i]);
 			return ncclInvalidArgument;
@@ -54,6 +54,8 @@ ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
 		e[i].size = sizes[i];
 		e[i].tag = tags[i];
 		e[i].flags = !mr || mr->type == NCCL_PTR_HOST ? FABNET_CTS_EAGER_OK : 0;
+		if (!mr)
+			e[i].flags |= FABNET_CTS_NO_RMA;
 	}
 	/* Progress only when short of something: it frees bounce buffers. */
 	if (comm->u.recv.slot[slot]) {

@@ -46,7 +46,10 @@ ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t s
 		return ncclSuccess;
 	}
 	e = &cts->e[idx];
-	eager = size <= dev->eager_max && (size == 0 || (e->flags & FABNET_CTS_EAGER_OK));
+	/* Inline data is copied by the CPU on both sides: only from host memory
+	 * (or an unregistered buffer) and into a buffer the CTS says takes it. */
+	eager = size <= comm->eager_max && (size == 0 || ((e->flags & FABNET_CTS_EAGER_OK) &&
+							  (!mr || mr->type == NCCL_PTR_HOST)));
 	if (size > e->size) {
 		FN_WARN("fabnet: isend of %llu bytes (tag %d) on comm %u (%s) but the receiver "
 			"posted %llu bytes: refusing to truncate.", (unsigned long long)size, tag,
@@ -54,6 +57,14 @@ ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t s
 		return ncclInvalidUsage;
 	}
 	if (!eager) {
+		if (e->flags & FABNET_CTS_NO_RMA) {
+			FN_WARN("fabnet: isend of %llu bytes (tag %d) on comm %u (%s) from %s memory "
+				"into a receive buffer the peer posted without registration: only "
+				"host memory can go inline. Register the receive buffer (regMr).",
+				(unsigned long long)size, tag, comm->id, dev->name,
+				mr && mr->type != NCCL_PTR_HOST ? "accelerator" : "registered");
+			return ncclInvalidUsage;
+		}
 		if (!mr && dev->local_mr) {
 			FN_WARN("fabnet: isend of %llu bytes needs a registered buffer (provider %s "
 				"requires FI_MR_LOCAL): pass the mhandle from regMr",

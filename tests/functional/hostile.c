@@ -643,7 +643,7 @@ static void f_garbage(const struct forge *f)
 	vlen[1] = fabnet_msg_encode_fin(valid[1], MSGBUF, f->rid, f->sid, f->p->seq, 0, 0, 1, 40);
 	vlen[2] = fabnet_msg_encode_cts(valid[2], MSGBUF, f->sid, f->rid, 77, 1, &ce);
 	vlen[3] = fabnet_msg_encode_connect(valid[3], MSGBUF, lc ? lc->id : 1, 4242, 1, &proc,
-					    dev->addr, (uint8_t)dev->addrlen);
+					    dev->addr, (uint8_t)dev->addrlen, 0);
 	for (int k = 0; k < 4; k++)
 		for (size_t len = 0; len < vlen[k]; len++) {
 			uint8_t *m = malloc(len ? len : 1);
@@ -958,11 +958,11 @@ static void connect_case(const char *name, int which)
 	switch (which) {
 	case 0: /* CONNECT with a wrong nonce */
 		len = fabnet_msg_encode_connect(mbuf, MSGBUF, lc->id, 4242, lc->u.listen.nonce ^ 1,
-						&proc, dev->addr, (uint8_t)dev->addrlen);
+						&proc, dev->addr, (uint8_t)dev->addrlen, 0);
 		break;
 	case 1: /* CONNECT addressed to a comm that is not a listener */
 		len = fabnet_msg_encode_connect(mbuf, MSGBUF, rc->id, 4242, lc->u.listen.nonce,
-						&proc, dev->addr, (uint8_t)dev->addrlen);
+						&proc, dev->addr, (uint8_t)dev->addrlen, 0);
 		break;
 	case 2: /* CONNECT_ACK for the connected send comm */
 		len = fabnet_msg_encode_ack(mbuf, MSGBUF, sc->id, 777, sc->u.send.nonce, &proc);

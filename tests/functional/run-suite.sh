@@ -138,6 +138,18 @@ for prov in $providers; do
 	fi
 done
 
+# The sender takes a larger FABNET_EAGER_MAX than the receiver (two nodes set
+# up differently, or an efa-direct endpoint bound by its MTU on one side):
+# both must use the smaller limit, agreed at connect time.
+for prov in $providers; do
+	case $prov in tcp|shm) ;; *) continue ;; esac
+	echo
+	echo "=== eager limits differ (provider $prov; sender 1 MiB, receiver default) ==="
+	run_counted "eager limits differ ($prov)" FABNET_PROVIDER="$prov" \
+		FABNET_FT_RANK1_ENV="FABNET_EAGER_MAX=1048576" -- \
+		"$ft" --plugin "$plugin" --scenario sizes,grouped,nccl-patterns
+done
+
 echo
 echo "=== network namespaces ==="
 if [ "${FABNET_FT_NETNS:-1}" = 0 ]; then

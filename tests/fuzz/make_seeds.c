@@ -38,7 +38,7 @@ int main(int argc, char **argv)
 	put(dir, "tcp", buf, FABNET_HANDLE_SIZE);
 
 	snprintf(dir, sizeof(dir), "%s/msg", top);
-	n = fabnet_msg_encode_connect(buf, sizeof(buf), 1, 2, 3, &proc, h.addr, 16);
+	n = fabnet_msg_encode_connect(buf, sizeof(buf), 1, 2, 3, &proc, h.addr, 16, 8192);
 	put(dir, "connect", buf, n);
 	n = fabnet_msg_encode_ack(buf, sizeof(buf), 1, 2, 3, &proc);
 	put(dir, "ack", buf, n);

@@ -346,7 +346,7 @@ static size_t sample_msg(uint8_t type, uint8_t *buf, size_t cap, uint32_t dst)
 	switch (type) {
 	case FABNET_MSG_CONNECT:
 		return fabnet_msg_encode_connect(buf, cap, dst, 11, 0x0123456789abcdefull, &sample_proc,
-						 sample_addr, sizeof(sample_addr));
+						 sample_addr, sizeof(sample_addr), 65536);
 	case FABNET_MSG_CONNECT_ACK:
 		return fabnet_msg_encode_ack(buf, cap, dst, 12, 0xfedcba9876543210ull, &sample_proc);
 	case FABNET_MSG_CTS:
@@ -390,7 +390,7 @@ static void connect_round_trips_for_every_address_length(void)
 		const char *why;
 
 		unit_rand_bytes(&rng, addr, len);
-		n = fabnet_msg_encode_connect(buf, sizeof(buf), 77, 78, nonce, &sample_proc, addr, (uint8_t)len);
+		n = fabnet_msg_encode_connect(buf, sizeof(buf), 77, 78, nonce, &sample_proc, addr, (uint8_t)len, 0);
 		UNIT_LOOP_CHECK(&loop, n == FABNET_MSG_HDR_SIZE + 24 + len,
 				"addrlen %u: encoded %zu bytes", len, n);
 		memset(&m, 0, sizeof(m));
@@ -629,9 +629,9 @@ static void connect_encoder_refuses_bad_address_lengths(void)
 	uint8_t buf[256];
 	uint8_t addr[FABNET_ADDR_MAX + 1] = {0};
 
-	CU_ASSERT_EQUAL(fabnet_msg_encode_connect(buf, sizeof(buf), 1, 2, 3, NULL, addr, 0), 0);
+	CU_ASSERT_EQUAL(fabnet_msg_encode_connect(buf, sizeof(buf), 1, 2, 3, NULL, addr, 0, 0), 0);
 	CU_ASSERT_EQUAL(
-		fabnet_msg_encode_connect(buf, sizeof(buf), 1, 2, 3, NULL, addr, FABNET_ADDR_MAX + 1), 0);
+		fabnet_msg_encode_connect(buf, sizeof(buf), 1, 2, 3, NULL, addr, FABNET_ADDR_MAX + 1, 0), 0);
 }
 
 static void cts_encoder_refuses_0_or_more_than_8_receives(void)
@@ -764,7 +764,7 @@ static void connect_from_src_id_0_is_rejected(void)
 {
 	uint8_t buf[64];
 	struct fabnet_msg m;
-	size_t n = fabnet_msg_encode_connect(buf, sizeof(buf), 1, 0, 2, NULL, sample_addr, 4);
+	size_t n = fabnet_msg_encode_connect(buf, sizeof(buf), 1, 0, 2, NULL, sample_addr, 4, 0);
 
 	CU_ASSERT_NOT_EQUAL_FATAL(n, 0);
 	CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, n, &m));
@@ -831,7 +831,7 @@ static void cts_entry_with_unknown_flags_is_rejected(void)
 	struct unit_loop loop = UNIT_LOOP_INIT;
 
 	for (int entry = 0; entry < 3; entry++) {
-		for (int bit = 1; bit < 32; bit++) {
+		for (int bit = 2; bit < 32; bit++) { /* bits 0, 1: EAGER_OK, NO_RMA */
 			struct fabnet_cts_entry e[3];
 			uint8_t buf[FABNET_MSG_MAX_CONTROL];
 			struct fabnet_msg m;
@@ -1142,12 +1142,13 @@ static void ack_with_rail_addresses_round_trips(void)
 	for (size_t i = 0; i < sizeof(addrs); i++)
 		addrs[i] = (uint8_t)(i * 7 + 1);
 	n = fabnet_msg_encode_ack_rails(buf, sizeof(buf), 9, 10, 0x1234, &sample_proc,
-					FABNET_MAX_RAILS - 1, 32, addrs);
+					FABNET_MAX_RAILS - 1, 32, addrs, 8192);
 	CU_ASSERT_EQUAL_FATAL(n, FABNET_MSG_HDR_SIZE + 24 + (size_t)(FABNET_MAX_RAILS - 1) * 32);
 	CU_ASSERT_PTR_NULL_FATAL(fabnet_msg_decode(buf, n, &m));
 	CU_ASSERT_EQUAL(m.u.ack.nonce, 0x1234);
 	CU_ASSERT_EQUAL(m.u.ack.proc.pid, sample_proc.pid);
 	CU_ASSERT_EQUAL(m.u.ack.nextra, FABNET_MAX_RAILS - 1);
+	CU_ASSERT_EQUAL(m.seq, 8192); /* the receiver's eager limit */
 	CU_ASSERT_EQUAL(m.u.ack.addrlen, 32);
 	CU_ASSERT_EQUAL(memcmp(m.u.ack.addrs, addrs, (size_t)(FABNET_MAX_RAILS - 1) * 32), 0);
 	/* truncated, or a count the bytes do not back */

@@ -99,11 +99,33 @@ static int rank_connect(struct ft *ft, const struct opts *o, const int *sel)
 	return 0;
 }
 
+/* FABNET_FT_RANK1_ENV="NAME=VALUE ...": settings only the sending rank gets,
+ * before it loads the plugin, so the two sides can disagree (as two nodes
+ * configured differently, or two kinds of endpoint, do). */
+static void rank1_env(const struct opts *o)
+{
+	const char *spec = getenv("FABNET_FT_RANK1_ENV");
+	char buf[512], *save = NULL;
+
+	if (o->rank != 1 || !spec || strlen(spec) >= sizeof(buf))
+		return;
+	strcpy(buf, spec);
+	for (char *kv = strtok_r(buf, " ", &save); kv; kv = strtok_r(NULL, " ", &save)) {
+		char *eq = strchr(kv, '=');
+		if (!eq)
+			continue;
+		*eq = '\0';
+		setenv(kv, eq + 1, 1);
+		vnote("rank 1: %s=%s", kv, eq + 1);
+	}
+}
+
 /* Loads and initialises the plugin; why (REASON_MAX bytes) says what failed. */
 static void rank_load_plugin(struct ft *ft, const struct opts *o, char *why, int *ndev)
 {
 	ncclResult_t r;
 
+	rank1_env(o);
 	g_scen = "setup";
 	wd_kick();
 	g_step = "dlopen";
