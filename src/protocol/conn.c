@@ -133,6 +133,15 @@ void fabnet_conn_on_ack(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	c->peer_id = (uint16_t)m->src_id;
 	c->peer_proc = m->u.ack.proc;
 	agree_eager(c, m->seq);
+	for (int i = 0; i < FABNET_NSLOTS; i++) {
+		struct fabnet_cts_slot *s = &c->u.send.cts[i];
+		if (s->valid && s->src != c->peer_id) {
+			FN_WARN("fabnet: send comm %u on %s: dropped a CTS (seq %u) that came before "
+				"the CONNECT_ACK from comm %u, not from the peer %u (forged or stale)",
+				c->id, dev->name, s->seq, s->src, c->peer_id);
+			s->valid = 0;
+		}
+	}
 	c->rail_peer[0] = c->peer;
 	c->nrails = 1;
 	/* Use the rails both sides have; rail k talks to the receiver's rail k. */

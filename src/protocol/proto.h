@@ -124,6 +124,7 @@ struct fabnet_cts_slot {
 	uint8_t valid;
 	uint8_t n;
 	uint8_t nextra;   /* receiver's rails after the first, as far as we keep them */
+	uint16_t src;     /* the comm that sent it (checked at the ACK when it came first) */
 	uint32_t seq;
 	uint32_t taken;
 	struct fabnet_cts_entry e[FABNET_MAX_RECVS];

@@ -152,9 +152,11 @@ void fabnet_send_on_cts(struct fabnet_dev *dev, const struct fabnet_msg *m)
 		fabnet_proto_fail_comm(c, "the receiver reused a receive slot still in use");
 		return;
 	}
-	/* The ACK may still be on its way: the first CTS tells us the peer. */
-	if (!c->peer_id)
-		c->peer_id = (uint16_t)m->src_id;
+	/* The ACK may still be on its way: the CTS is kept, and dropped when the
+	 * ACK (which proves itself with the listener's nonce) names another peer.
+	 * A CTS alone must not choose the peer: a forger would lock the genuine
+	 * ACK out and receive our writes. */
+	s->src = (uint16_t)m->src_id;
 	s->valid = 1;
 	s->n = m->u.cts.n;
 	s->seq = m->seq;

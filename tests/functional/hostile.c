@@ -996,6 +996,51 @@ out:
 	report(name);
 }
 
+/* A CTS forged for a comm that is still connecting (its ACK not yet in) must
+ * neither lock the genuine ACK out nor stay in the window for a send to
+ * write to: the ACK, which carries the listener's nonce, decides the peer. */
+static void cts_before_ack_case(const char *name, void *handle)
+{
+	struct fabnet_proto_dev *pd = dev->proto;
+	struct fabnet_cts_entry e = {.addr = (uint64_t)(uintptr_t)sbuf, .key = 1, .size = 4096};
+	struct fabnet_comm *s = NULL, *r = NULL, *connecting;
+	int64_t deadline;
+	size_t len;
+
+	begin(name);
+	forged = 1;
+	if (fabnet_api_connect(0, handle, (void **)&s) != ncclSuccess || s || !pd->connecting) {
+		bad("connect did not leave a comm connecting (returned %p)", (void *)s);
+		goto out;
+	}
+	connecting = pd->connecting;
+	len = fabnet_msg_encode_cts(mbuf, MSGBUF, connecting->id, 999, 0, 1, &e);
+	inject_msg(mbuf, len);
+	deadline = now_ms() + 5000;
+	while (!s || !r) {
+		if ((!s && fabnet_api_connect(0, handle, (void **)&s) != ncclSuccess) ||
+		    (!r && fabnet_api_accept(lc, (void **)&r) != ncclSuccess)) {
+			bad("connect or accept failed after the forged CTS (%s)", firstlog);
+			goto out;
+		}
+		if (now_ms() > deadline) {
+			bad("not connected 5 s after a forged CTS came before the ACK (send comm "
+			    "%s, peer id %u)", s ? "ready" : "connecting", connecting->peer_id);
+			goto out;
+		}
+	}
+	if (s->peer_id != r->id)
+		bad("the send comm's peer is comm %u, not the accepting comm %u", s->peer_id, r->id);
+	else if (s->u.send.cts[0].valid)
+		bad("the forged CTS (from comm 999) is still in the send comm's window");
+out:
+	if (s)
+		fabnet_api_close(s, 2);
+	if (r)
+		fabnet_api_close(r, 3);
+	report(name);
+}
+
 /* ---- genuine traffic at the end ----------------------------------------------------- */
 
 static void final_case(const char *name, int n, const size_t *sizes)
@@ -1165,6 +1210,7 @@ int main(int argc, char **argv)
 	connect_case("CONNECT with a wrong nonce", 0);
 	connect_case("CONNECT to a comm that is not a listener", 1);
 	connect_case("CONNECT_ACK for a connected send comm", 2);
+	cts_before_ack_case("CTS forged for a comm still connecting, before its ACK", handle);
 
 	/* genuine traffic on the same comms */
 	{
