@@ -78,6 +78,31 @@ static int peer_exited(const struct fabnet_comm *c)
 	return paren && (paren[2] == 'Z' || paren[2] == 'X');
 }
 
+int fabnet_drop_log_ok(struct fabnet_dev *dev)
+{
+	struct fabnet_proto_dev *pd = PD(dev);
+	struct timespec now;
+	uint64_t ms;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+	if (ms - pd->drop_window_ms >= 1000) {
+		if (pd->drop_suppressed)
+			FN_WARN("fabnet: %u more dropped messages or writes from peers on %s were not "
+				"logged (at most %d a second)", pd->drop_suppressed, dev->name,
+				FABNET_DROP_LOG_BURST);
+		pd->drop_window_ms = ms;
+		pd->drop_logged = 0;
+		pd->drop_suppressed = 0;
+	}
+	if (pd->drop_logged < FABNET_DROP_LOG_BURST) {
+		pd->drop_logged++;
+		return 1;
+	}
+	pd->drop_suppressed++;
+	return 0;
+}
+
 uint64_t fabnet_elapsed_ms(const struct timespec *since)
 {
 	struct timespec now;

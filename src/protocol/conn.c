@@ -136,9 +136,10 @@ void fabnet_conn_on_ack(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	for (int i = 0; i < FABNET_NSLOTS; i++) {
 		struct fabnet_cts_slot *s = &c->u.send.cts[i];
 		if (s->valid && s->src != c->peer_id) {
-			FN_WARN("fabnet: send comm %u on %s: dropped a CTS (seq %u) that came before "
-				"the CONNECT_ACK from comm %u, not from the peer %u (forged or stale)",
-				c->id, dev->name, s->seq, s->src, c->peer_id);
+			if (fabnet_drop_log_ok(dev))
+				FN_WARN("fabnet: send comm %u on %s: dropped a CTS (seq %u) that came before "
+					"the CONNECT_ACK from comm %u, not from the peer %u (forged or stale)",
+					c->id, dev->name, s->seq, s->src, c->peer_id);
 			s->valid = 0;
 		}
 	}

@@ -92,9 +92,10 @@ void fabnet_proto_on_msg(struct fabnet_dev *dev, const void *buf, size_t len)
 	const char *why = fabnet_msg_decode(buf, len, &m);
 
 	if (why) {
-		FN_WARN("fabnet: dropped a malformed message (%zu bytes) on %s: %s. A peer runs "
-			"another fabnet version, or something else writes to this endpoint.",
-			len, dev->name, why);
+		if (fabnet_drop_log_ok(dev))
+			FN_WARN("fabnet: dropped a malformed message (%zu bytes) on %s: %s. A peer runs "
+				"another fabnet version, or something else writes to this endpoint.",
+				len, dev->name, why);
 		return;
 	}
 	switch (m.type) {

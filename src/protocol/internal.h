@@ -63,6 +63,11 @@ static inline void fabnet_proto_check_peer(struct fabnet_comm *comm)
 		return;
 	fabnet_proto_check_peer_now(comm);
 }
+/* Whether a WARN about dropped peer input (malformed, forged, stale) may be
+ * logged now: a burst of FABNET_DROP_LOG_BURST per second and device, then a
+ * count of those left out, so a flood cannot drown the log (or the job). */
+#define FABNET_DROP_LOG_BURST 10
+int fabnet_drop_log_ok(struct fabnet_dev *dev);
 const struct fabnet_proc *fabnet_self_proc(void);
 uint64_t fabnet_elapsed_ms(const struct timespec *since);
 struct fabnet_comm *fabnet_comm_new(struct fabnet_dev *dev, uint8_t kind);

@@ -210,6 +210,9 @@ struct fabnet_proto_dev {
 	uint8_t flush_sink[64];
 	struct fabnet_mr *flush_mr;
 	int cuda_flush_failed;
+	/* WARNs about dropped peer input, rate-limited (fabnet_drop_log_ok) */
+	uint64_t drop_window_ms;
+	unsigned drop_logged, drop_suppressed;
 };
 
 /* All calls below take the device lock themselves. Results are ncclResult_t. */

@@ -112,19 +112,22 @@ static struct fabnet_req *recv_target(struct fabnet_dev *dev, uint32_t comm_id, 
 		return NULL;
 	}
 	if (check_src && c->peer_id != src_id) {
-		FN_WARN("fabnet: %s for comm %u on %s claims to come from comm %u, not its peer "
-			"%u: dropped", what, comm_id, dev->name, src_id, c->peer_id);
+		if (fabnet_drop_log_ok(dev))
+			FN_WARN("fabnet: %s for comm %u on %s claims to come from comm %u, not its peer "
+				"%u: dropped", what, comm_id, dev->name, src_id, c->peer_id);
 		return NULL;
 	}
 	r = c->u.recv.slot[seq % FABNET_NSLOTS];
 	if (!r || (r->seq & mask) != (seq & mask)) {
-		FN_WARN("fabnet: %s for comm %u on %s names receive %u, which is not posted "
-			"(stale or forged): dropped", what, comm_id, dev->name, seq);
+		if (fabnet_drop_log_ok(dev))
+			FN_WARN("fabnet: %s for comm %u on %s names receive %u, which is not posted "
+				"(stale or forged): dropped", what, comm_id, dev->name, seq);
 		return NULL;
 	}
 	if (idx >= r->u.recv.n) {
-		FN_WARN("fabnet: %s for comm %u on %s names buffer %u of a group of %d: dropped",
-			what, comm_id, dev->name, idx, r->u.recv.n);
+		if (fabnet_drop_log_ok(dev))
+			FN_WARN("fabnet: %s for comm %u on %s names buffer %u of a group of %d: dropped",
+				what, comm_id, dev->name, idx, r->u.recv.n);
 		return NULL;
 	}
 	if (r->u.recv.e[idx].gone) {
@@ -133,8 +136,9 @@ static struct fabnet_req *recv_target(struct fabnet_dev *dev, uint32_t comm_id, 
 		return NULL;
 	}
 	if (r->u.recv.e[idx].done) {
-		FN_WARN("fabnet: %s for comm %u on %s repeats a completed buffer: dropped", what,
-			comm_id, dev->name);
+		if (fabnet_drop_log_ok(dev))
+			FN_WARN("fabnet: %s for comm %u on %s repeats a completed buffer: dropped", what,
+				comm_id, dev->name);
 		return NULL;
 	}
 	return r;
@@ -220,8 +224,9 @@ void fabnet_proto_on_imm(struct fabnet_dev *dev, uint64_t data)
 	struct fabnet_recv_entry *e;
 
 	if (why) {
-		FN_WARN("fabnet: dropped immediate data 0x%llx on %s: %s",
-			(unsigned long long)data, dev->name, why);
+		if (fabnet_drop_log_ok(dev))
+			FN_WARN("fabnet: dropped immediate data 0x%llx on %s: %s",
+				(unsigned long long)data, dev->name, why);
 		return;
 	}
 	r = recv_target(dev, imm.comm_id, 0, 0, imm.seq, 8, imm.idx, "RMA write");

@@ -138,13 +138,15 @@ void fabnet_send_on_cts(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	if (!c || c->kind != FABNET_SEND || c->closing || c->state == FABNET_FAILED)
 		return;
 	if (c->peer_id && c->peer_id != m->src_id) {
-		FN_WARN("fabnet: CTS for comm %u on %s from comm %u, not its peer %u: dropped",
-			c->id, dev->name, m->src_id, c->peer_id);
+		if (fabnet_drop_log_ok(dev))
+			FN_WARN("fabnet: CTS for comm %u on %s from comm %u, not its peer %u: dropped",
+				c->id, dev->name, m->src_id, c->peer_id);
 		return;
 	}
 	if (m->src_id > FABNET_MAX_COMMS || m->seq - c->seq >= FABNET_NSLOTS) {
-		FN_WARN("fabnet: CTS seq %u for comm %u on %s is outside the window [%u, %u): "
-			"dropped", m->seq, c->id, dev->name, c->seq, c->seq + FABNET_NSLOTS);
+		if (fabnet_drop_log_ok(dev))
+			FN_WARN("fabnet: CTS seq %u for comm %u on %s is outside the window [%u, %u): "
+				"dropped", m->seq, c->id, dev->name, c->seq, c->seq + FABNET_NSLOTS);
 		return;
 	}
 	s = &c->u.send.cts[m->seq % FABNET_NSLOTS];

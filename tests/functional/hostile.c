@@ -40,7 +40,7 @@
 
 #include "api/plugin.h"
 #include "core/wire.h"
-#include "protocol/proto.h"
+#include "protocol/internal.h"
 #include "transport/device.h"
 #include "transport/mr.h"
 
@@ -1041,6 +1041,37 @@ out:
 	report(name);
 }
 
+/* A peer (or anything else on the network) sending garbage as fast as it can
+ * must not turn into as many WARN lines: they would drown the job's log and
+ * slow the progress loop that writes them. */
+static void flood_case(const char *name, int n)
+{
+	int logged;
+
+	begin(name);
+	for (int i = 0; i < n; i++) {
+		memset(mbuf, 0, 64);
+		mbuf[0] = (uint8_t)(0x5a ^ i); /* not the message magic */
+		inject_msg(mbuf, 32 + (size_t)(i % 32));
+	}
+	pthread_mutex_lock(&log_lock);
+	logged = nlog;
+	pthread_mutex_unlock(&log_lock);
+	if (logged > FABNET_DROP_LOG_BURST + 1)
+		bad("%d malformed messages gave %d log lines (at most %d a second expected)", n,
+		    logged, FABNET_DROP_LOG_BURST);
+	else if (!logged)
+		bad("%d malformed messages were dropped without a single log line", n);
+	else {
+		struct posted p;
+		size_t sizes[1] = {3000};
+		canary_reset();
+		if (post_recv(&p, 1, sizes) == 0)
+			genuine_complete(&p, 0);
+	}
+	report(name);
+}
+
 /* ---- genuine traffic at the end ----------------------------------------------------- */
 
 static void final_case(const char *name, int n, const size_t *sizes)
@@ -1211,6 +1242,8 @@ int main(int argc, char **argv)
 	connect_case("CONNECT to a comm that is not a listener", 1);
 	connect_case("CONNECT_ACK for a connected send comm", 2);
 	cts_before_ack_case("CTS forged for a comm still connecting, before its ACK", handle);
+	sleep(1); /* a log window of its own */
+	flood_case("a flood of 1000 malformed messages", 1000);
 
 	/* genuine traffic on the same comms */
 	{
