@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "api/plugin.h"
+#include "core/config.h"
 #include "core/wire.h"
 #include "protocol/internal.h"
 #include "transport/device.h"
@@ -996,6 +997,76 @@ out:
 	report(name);
 }
 
+/* Connects another pair on the listener; 0, or -1 after bad(). */
+static int connect_extra(void *handle, struct fabnet_comm **s, struct fabnet_comm **r)
+{
+	int64_t deadline = now_ms() + 5000;
+
+	while (!*s || !*r) {
+		if ((!*s && fabnet_api_connect(0, handle, (void **)s) != ncclSuccess) ||
+		    (!*r && fabnet_api_accept(lc, (void **)r) != ncclSuccess))
+			return bad("connect or accept failed (%s)", firstlog);
+		if (now_ms() > deadline)
+			return bad("not connected after 5 s (send comm %s)", *s ? "ready" : "connecting");
+	}
+	return 0;
+}
+
+/* A rendezvous send waiting for room on its rail when its comm fails must
+ * end, with an error: its writes will never be posted. */
+static void stalled_send_case(const char *name, void *handle)
+{
+	struct fabnet_comm *s = NULL, *r = NULL;
+	size_t size = 256 * 1024, saved = dev->rail_bytes;
+	void *rreq = NULL, *sreq = NULL, *data = rbuf, *mh = rmh;
+	int tag = TAG0, done = 0, got = -1;
+	ncclResult_t res = ncclSuccess;
+	int64_t deadline;
+
+	begin(name);
+	forged = 0;
+	if (connect_extra(handle, &s, &r))
+		goto out;
+	deadline = now_ms() + 5000;
+	while (!rreq && now_ms() < deadline)
+		if (fabnet_api_irecv(r, 1, &data, &size, &tag, &mh, &rreq) != ncclSuccess)
+			break;
+	/* the rail looks full: the send must wait for it */
+	dev->rail_bytes = fabnet_config()->rail_inflight;
+	while (rreq && !sreq && now_ms() < deadline)
+		if (fabnet_api_isend(s, sbuf, size, tag, smh, &sreq) != ncclSuccess)
+			break;
+	if (!rreq || !sreq) {
+		bad("could not post the receive and the send (%p, %p)", rreq, sreq);
+		goto out;
+	}
+	if (((struct fabnet_req *)sreq)->u.send.writes_posted) {
+		bad("the send posted %u writes on a full rail",
+		    ((struct fabnet_req *)sreq)->u.send.writes_posted);
+		goto out;
+	}
+	fabnet_proto_fail_comm(s, "failed by fabnet-hostile, its send waiting for a rail");
+	deadline = now_ms() + 3000;
+	while (!done && now_ms() < deadline) {
+		res = fabnet_api_test(sreq, &done, &got);
+		usleep(100);
+	}
+	if (!done)
+		bad("the waiting send of a failed comm did not complete within 3 s");
+	else if (res != ncclRemoteError)
+		bad("the waiting send of a failed comm completed with %d, not ncclRemoteError",
+		    (int)res);
+out:
+	dev->rail_bytes = saved;
+	if (r)
+		fabnet_proto_fail_comm(r, "closed by fabnet-hostile with its receive posted");
+	if (s)
+		fabnet_api_close(s, 2);
+	if (r)
+		fabnet_api_close(r, 3);
+	report(name);
+}
+
 /* A CTS forged for a comm that is still connecting (its ACK not yet in) must
  * neither lock the genuine ACK out nor stay in the window for a send to
  * write to: the ACK, which carries the listener's nonce, decides the peer. */
@@ -1261,6 +1332,7 @@ int main(int argc, char **argv)
 		final_many("genuine transfers: 300 more (past the 32 slots and the 8-bit sequence "
 			   "wrap)", 300);
 	}
+	stalled_send_case("a send waiting for a full rail when its comm fails", handle);
 
 	cur_case = "teardown";
 	fabnet_api_dereg_mr(rc, rmh);
