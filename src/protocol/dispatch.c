@@ -69,8 +69,9 @@ void fabnet_proto_dev_fini(struct fabnet_dev *dev)
 	if (!pd)
 		return;
 	/* Closing the endpoint cancels what is posted; then every comm can go. */
-	if (pd->flush_mr)
-		fabnet_mr_dereg(pd->flush_mr);
+	for (int k = 0; k < FABNET_MAX_RAILS; k++)
+		if (pd->flush_mr[k])
+			fabnet_mr_dereg(pd->flush_mr[k]);
 	fabnet_dev_close(dev);
 	for (int i = 1; i < dev->nrails; i++) {
 		fabnet_dev_close(dev->rails[i]);

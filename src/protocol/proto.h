@@ -117,6 +117,10 @@ struct fabnet_req {
 			struct fabnet_req *stall_next; /* waiting for a write op or a rail */
 			uint8_t stalled;
 		} send;
+		struct {
+			/* the reads on rails 1.. (rail 0's is msg_op); msg_pending counts them all */
+			struct fabnet_op rail_op[FABNET_MAX_RAILS - 1];
+		} flush;
 	} u;
 };
 
@@ -156,6 +160,7 @@ struct fabnet_comm {
 	uint32_t peer_final_seq;/* from the peer's CLOSE */
 	unsigned ops_inflight;  /* our ops the provider still owns */
 	uint8_t ping_pending;   /* a keepalive is with the provider */
+	uint8_t flush_rails_logged;
 	uint8_t polls;          /* check_peer calls since it last read the clock */
 	struct fabnet_proc peer_proc; /* from CONNECT / CONNECT_ACK */
 	struct timespec ping_sent;
@@ -205,10 +210,10 @@ struct fabnet_proto_dev {
 	struct fabnet_comm *connecting;
 	struct fabnet_comm *zombies;
 	/* loopback target of flush reads */
-	int flush_ready;
-	fi_addr_t self;
+	unsigned flush_ready;       /* a bit per rail */
+	fi_addr_t self[FABNET_MAX_RAILS];
 	uint8_t flush_sink[64];
-	struct fabnet_mr *flush_mr;
+	struct fabnet_mr *flush_mr[FABNET_MAX_RAILS];
 	int cuda_flush_failed;
 	/* WARNs about dropped peer input, rate-limited (fabnet_drop_log_ok) */
 	uint64_t drop_window_ms;

@@ -191,6 +191,22 @@ if [ "$mode" = check ]; then
 			fi
 		done
 	done
+	# A GPUDirect flush reads through every rail a receive may have come in
+	# on: a read is ordered only behind its own NIC's writes.
+	echo "rails: flush on 4 rails (FABNET_GDR_FLUSH=always)"
+	if RUN_ENV="NCCL_DEBUG=INFO NCCL_DEBUG_SUBSYS=NET FABNET_GDR_FLUSH=always" \
+		run2 flush-rails 4 4 "$ft" --plugin "$plugin" --scenario flush; then
+		grep -hE '^(PASS|SKIP)' "$tmp/flush-rails.0" | sed 's/^/  /'
+		if ! grep -q "flushes with a read on each of its 4 rails" "$tmp/flush-rails.0"; then
+			echo "rails: flush-rails: the receiver did not flush on each of its 4 rails"
+			grep -i flush "$tmp/flush-rails.0" | head -n 5
+			failed=1
+		fi
+	else
+		echo "rails: flush-rails FAILED"
+		tail -n 40 "$tmp/flush-rails.0" "$tmp/flush-rails.1"
+		failed=1
+	fi
 	[ $failed -eq 0 ] && echo "rails: PASS" || echo "rails: FAIL"
 	exit $failed
 fi
