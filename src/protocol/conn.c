@@ -399,6 +399,30 @@ static void wait_user_ops(struct fabnet_comm *c)
 			c->dev->name, timeout);
 }
 
+/* What CLOSE tells the peer: the receives from this sequence on can no longer
+ * complete. A receiver counts what it posted. A sender counts the groups it
+ * sent in full: a group partly taken (c->seq's) is not, nor is any send that
+ * stopped short of its writes (its buffer deregistered, or this close), so
+ * the peer fails those receives instead of waiting for what never comes. */
+static uint32_t close_count(struct fabnet_comm *c)
+{
+	uint32_t final = c->seq;
+
+	if (c->kind != FABNET_SEND)
+		return final;
+	for (uint32_t i = 0; i < c->reqs.allocated; i++) {
+		struct fabnet_req *r;
+		if (!c->reqs.in_use[i])
+			continue;
+		r = fabnet_pool_at(&c->reqs, i);
+		if (r->kind == FABNET_REQ_SEND && !r->abandoned &&
+		    (r->failed || r->u.send.writes_done < r->u.send.nwrites) &&
+		    (int32_t)(r->seq - final) < 0)
+			final = r->seq;
+	}
+	return final;
+}
+
 ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
 {
 	struct fabnet_dev *dev = c->dev;
@@ -418,15 +442,15 @@ ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
 	}
 	if (c->state == FABNET_READY)
 		wait_user_ops(c);
-	/* Tell the peer how far we got, so it fails only what cannot complete. */
-	if (c->state == FABNET_READY && !c->peer_closed) {
+	/* Tell the peer how far we got, so it fails only what cannot complete;
+	 * also when this side failed (a write hit a freed buffer, say): the peer
+	 * may well be alive, and would otherwise wait on its receives for good. */
+	if ((c->state == FABNET_READY || (c->state == FABNET_FAILED && c->peer_id)) &&
+	    !c->peer_closed) {
 		void *buf = fabnet_dev_txbuf_get(dev);
 		if (buf) {
-			uint32_t final = c->seq;
+			uint32_t final = close_count(c);
 			size_t len;
-			if (c->kind == FABNET_SEND && c->u.send.cts[c->seq % FABNET_NSLOTS].valid &&
-			    c->u.send.cts[c->seq % FABNET_NSLOTS].taken)
-				final++;
 			len = fabnet_msg_encode_close(buf, dev->buf_size, c->peer_id, c->id, final);
 			/* The CLOSE op lives in a request-independent slot: reuse ack/conn op. */
 			struct fabnet_op *op = c->kind == FABNET_SEND ? &c->u.send.conn_op

@@ -89,6 +89,8 @@ int fabnet_post_msg(struct fabnet_req *r, int k, void *buf, size_t len);
 void fabnet_sched_plan(struct fabnet_comm *comm, struct fabnet_req *r, int nr);
 /* Posts what it can of a rendezvous send's writes. */
 void fabnet_sched_advance(struct fabnet_req *r);
+/* Takes back r's writes still waiting in a retry queue (its buffer is gone). */
+void fabnet_sched_cancel_queued(struct fabnet_req *r);
 /* A send posts no more writes (its comm is closing, its buffer is gone). */
 void fabnet_proto_send_stop(struct fabnet_req *r);
 

@@ -116,6 +116,7 @@ struct fabnet_req {
 			uint32_t writes_done;
 			struct fabnet_req *stall_next; /* waiting for a write op or a rail */
 			uint8_t stalled;
+			uint8_t draining;      /* its buffer is being deregistered: writes out */
 		} send;
 		struct {
 			/* the reads on rails 1.. (rail 0's is msg_op); msg_pending counts them all */

@@ -7,8 +7,11 @@
  */
 #include <config.h>
 
+#include <sched.h>
 #include <stdlib.h>
+#include <time.h>
 
+#include "core/config.h"
 #include "core/log.h"
 #include "protocol/internal.h"
 
@@ -68,13 +71,60 @@ static void forget_mr(struct fabnet_rmr *rmr)
 			else if (r->kind == FABNET_REQ_SEND)
 				fabnet_send_forget(r, rmr);
 		}
+		if (c->closing && c->ops_inflight == 0) {
+			c->ops_inflight++; /* a zombie whose last ops were taken back goes now */
+			fabnet_proto_op_done(c);
+		}
 	}
+}
+
+/* A send whose buffer is being deregistered still has writes with the
+ * provider: they read the buffer, which NCCL frees as soon as deregMr
+ * returns (tcp then fails the whole connection on EFAULT, shm copies from
+ * freed pages). */
+static int writes_draining(struct fabnet_proto_dev *pd)
+{
+	for (uint32_t id = 1; id < pd->cap; id++) {
+		struct fabnet_comm *c = pd->table[id];
+		if (!c || c->kind != FABNET_SEND)
+			continue;
+		for (uint32_t i = 0; i < c->reqs.allocated; i++) {
+			struct fabnet_req *r;
+			if (!c->reqs.in_use[i])
+				continue;
+			r = fabnet_pool_at(&c->reqs, i);
+			if (r->kind == FABNET_REQ_SEND && r->u.send.draining &&
+			    r->u.send.writes_done != r->u.send.writes_posted)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+static void wait_writes(struct fabnet_dev *dev)
+{
+	unsigned timeout = fabnet_config()->peer_timeout_ms;
+	struct timespec start;
+
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (writes_draining(PD(dev)) && fabnet_elapsed_ms(&start) < timeout) {
+		if (fabnet_dev_progress(dev))
+			break;
+		sched_yield();
+	}
+	if (writes_draining(PD(dev)))
+		FN_WARN("fabnet: deregMr on %s: RMA writes from the buffer still in flight after %u "
+			"ms (FABNET_PEER_TIMEOUT_MS); the provider may still read it", dev->name,
+			timeout);
 }
 
 void fabnet_proto_dereg(struct fabnet_rmr *rmr)
 {
-	if (rmr->dev->proto)
+	if (rmr->dev->proto) {
 		forget_mr(rmr);
+		if (writes_draining(PD(rmr->dev)))
+			wait_writes(rmr->dev);
+	}
 	for (int k = 0; k < rmr->nrails; k++)
 		fabnet_mr_put(rmr->mr[k]);
 	rmr->magic = 0;

@@ -140,6 +140,34 @@ static void write_done(struct fabnet_op *op, int err, const struct fi_cq_data_en
 	fabnet_proto_op_done(comm);
 }
 
+/* Writes of r that wait in a rail's retry queue (the provider said EAGAIN)
+ * are taken back: once its buffer is deregistered and freed, re-posting one
+ * would have the provider read freed memory. Accounted as failed writes; the
+ * comm's zombie reaping is left to the caller. */
+void fabnet_sched_cancel_queued(struct fabnet_req *r)
+{
+	struct fabnet_comm *comm = r->comm;
+	struct fabnet_dev *dev = comm->dev;
+	struct fabnet_proto_dev *pd = PD(dev);
+
+	for (int k = 0; k < (dev->nrails > 1 ? dev->nrails : 1); k++) {
+		struct fabnet_dev *rd = fabnet_rail(dev, k);
+		for (struct fabnet_op *op = rd->retry_head, *next; op; op = next) {
+			next = op->next;
+			if (op->cb != write_done || op->owner != r)
+				continue;
+			fabnet_dev_unqueue(rd, op);
+			rd->rail_bytes -= op->len;
+			fabnet_pool_put(&pd->wops, op);
+			r->u.send.writes_done++;
+			r->failed = ncclRemoteError;
+			if (comm->ops_inflight)
+				comm->ops_inflight--;
+		}
+	}
+	fabnet_req_release_abandoned(r);
+}
+
 /* Cuts a rendezvous send into stripes over the first nr rails (proto.h):
  * one per rail when it is at least two minimum stripes long, else one on the
  * next rail in turn. Stripe boundaries fall on FABNET_STRIPE_ALIGN bytes. */

@@ -276,9 +276,80 @@ out:
 	return rc;
 }
 
+/* NCCL aborts in the middle of traffic: rank 1 deregisters and frees its
+ * send buffer and closes the comm while a large send is under way. Its CLOSE
+ * must tell rank 0 that the send never finished, so rank 0's receive ends
+ * (with an error) instead of waiting for writes that will never come. */
+static int close_mid_send(struct ft *ft, const void *arg)
+{
+	enum { SZ = 128 * MiB, TAG = 7 };
+	struct pair p[1];
+	struct fbuf b;
+	void *req = NULL;
+	ncclResult_t res = ncclSuccess;
+	int rc = -1, got[1] = {-1};
+
+	(void)arg;
+	memset(&b, 0, sizeof(b));
+	if (pairs_open(ft, p, 1, 1))
+		return -1;
+	if (fbuf_alloc(ft, p[0].comm, SZ, &b))
+		goto out;
+	if (ft->rank == 0) {
+		void *data[1] = {b.p};
+		size_t sz[1] = {SZ};
+		int tags[1] = {TAG};
+		if (h_irecv(ft, p[0].comm, 1, data, sz, tags, &b.mh, &req, ft->op_timeout_ms))
+			goto out;
+	}
+	if (ft_sync(ft)) /* the receive is posted */
+		goto out;
+	if (ft->rank == 1) {
+		int done = 0;
+		int64_t t0;
+		if (post_send(ft, p[0].comm, &b, SZ, TAG, &req))
+			goto out;
+		for (int i = 0; i < 3 && !done; i++)
+			if (pl_test(ft->net, req, &done, NULL) != ncclSuccess)
+				break;
+		vnote("closing with the %d MiB send %s", SZ / MiB, done ? "done" : "under way");
+		if (fbuf_free(ft, &b, 1))
+			goto out;
+		t0 = now_ms();
+		if (close_comm(ft, p[0].comm))
+			goto out;
+		p[0].comm = NULL;
+		if (now_ms() - t0 > 5000) {
+			fail(ft, "closeSend with a send under way took %lld ms",
+			     (long long)(now_ms() - t0));
+			goto out;
+		}
+	} else {
+		if (h_wait(ft, req, got, 8000, &res)) {
+			fail(ft, "the receive did not end within 8 s of the sender closing its comm in "
+				 "the middle of the send");
+			goto out;
+		}
+		vnote("the receive ended with %d, %d bytes", (int)res, got[0]);
+		if (res == ncclSuccess && got[0] != SZ) {
+			fail(ft, "the receive succeeded with %d of %d bytes", got[0], SZ);
+			goto out;
+		}
+	}
+	rc = 0;
+out:
+	fbuf_free(ft, &b, 1);
+	if (ft_sync(ft))
+		rc = -1;
+	if (pairs_close(ft, p, 1))
+		rc = -1;
+	return rc;
+}
+
 int scen_nccl(struct ft *ft)
 {
 	sub(ft, "shared comm, 4 senders out of step, grouped receives", skewed_senders, NULL);
 	sub(ft, "deregMr and free before close, data still arriving", dereg_then_close, NULL);
+	sub(ft, "deregMr, free and closeSend in the middle of a send", close_mid_send, NULL);
 	return 0;
 }
