@@ -334,7 +334,8 @@ static const struct ppart parts[] = {
 	 "a comm torn down with RMA in flight breaks the peer's other comms: tcp resets "
 	 "the shared connection (ncclRemoteError on live channels), on shm closeSend "
 	 "waits 10 s in wait_user_ops (protocol/comm.c) and the starved keepalives fail "
-	 "the live comms"},
+	 "the live comms; on shm closeSend can re-post a queued send from the freed "
+	 "buffer (SIGSEGV in transport/device.c drain_retry)"},
 	{"6: connect/accept retried in the loop among traffic", part_connect, NULL},
 };
 
