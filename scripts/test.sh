@@ -63,7 +63,7 @@ step "make check, libfabric 1.17 (Debian)" make_check build-1.17
 step "make check, libfabric 2.1 (source)" make_check build-2.1 --with-libfabric="$lf21"
 # peer-death forks survivors and victims with their own settings: it runs in
 # make check on every provider; under the layer its timing is not meaningful.
-contract_scenarios=sizes,larger-recv,outstanding,grouped,many-comms,reuse,close,garbage-handle,abi,dmabuf,flush,threads,nccl-patterns
+contract_scenarios=sizes,larger-recv,outstanding,grouped,many-comms,reuse,close,garbage-handle,abi,dmabuf,flush,threads,nccl-patterns,nccl-proxy
 step "EFA contract layer, libfabric 1.17 (reorder 8, 10% EAGAIN)" contract build-1.17 --scenario "$contract_scenarios"
 step "EFA contract layer, libfabric 2.1 (reorder 8, 10% EAGAIN)" contract build-2.1 --scenario "$contract_scenarios"
 step "soak (2 GiB, 100k messages, 16 comms) under the EFA contract layer, tcp" \

@@ -12,6 +12,7 @@
  *   ft_xfer.c    operations, comm pairs, batches of verified messages
  *   ft_helper.c  helper processes (fabnet-ft --helper ROLE) and their channel
  *   ft_solo.c    plugin calls in one process without a control channel
+ *   ft_proxy.c   nccl-proxy's engine: channels run as NCCL's proxy thread (ft_proxy.h)
  *   scen_*.c     the scenarios; main.c has their table and the options
  */
 #ifndef FABNET_FT_H
@@ -310,9 +311,11 @@ int scen_peer_death(struct ft *ft);
 int scen_threads(struct ft *ft);
 int scen_soak(struct ft *ft);
 int scen_nccl(struct ft *ft);
+int scen_proxy(struct ft *ft);
 
 int helper_flush(struct ft *ft, struct ctl *up, const char *part);
 int helper_survivor(struct ft *ft, struct ctl *up, const char *part);
 int helper_victim(struct ft *ft, struct ctl *ch, const char *part);
+int helper_proxy_flush(struct ft *ft, struct ctl *up, const char *part);
 
 #endif

@@ -59,6 +59,7 @@ const struct scenario ft_scenarios[] = {
 	{"peer-death", scen_peer_death, 1},
 	{"threads", scen_threads, 1},
 	{"nccl-patterns", scen_nccl, 1},
+	{"nccl-proxy", scen_proxy, 1},
 	{"soak", scen_soak, 0},
 };
 const int ft_nscenarios = (int)(sizeof(ft_scenarios) / sizeof(ft_scenarios[0]));
@@ -70,6 +71,7 @@ static const struct helper_role helper_roles[] = {
 	{"flush", helper_flush, 1},
 	{"survivor", helper_survivor, 1},
 	{"victim", helper_victim, 0}, /* killed, or its exit status says */
+	{"proxy-flush", helper_proxy_flush, 1},
 };
 
 static void usage(FILE *f)
