@@ -331,11 +331,9 @@ static const struct ppart parts[] = {
 	{"4b: iflush, FABNET_GDR_FLUSH=always (fresh process)", part_flush_always, NULL},
 	{"5a: deregMr, free, close with nothing in flight", part_teardown_idle, NULL},
 	{"5b: abort 2 of 4 channels mid-traffic, the others carry on", part_abort,
-	 "a comm torn down with RMA in flight breaks the peer's other comms: tcp resets "
-	 "the shared connection (ncclRemoteError on live channels), on shm closeSend "
-	 "waits 10 s in wait_user_ops (protocol/comm.c) and the starved keepalives fail "
-	 "the live comms; on shm closeSend can re-post a queued send from the freed "
-	 "buffer (SIGSEGV in transport/device.c drain_retry)"},
+	 "on shm, closeSend with RMA in flight waits 10 s in wait_user_ops (protocol/conn.c) "
+	 "and the keepalives it starves fail the live comms (issue 12, defects 7 and 10; "
+	 "the tcp connection reset and the re-posted freed send are fixed)"},
 	{"6: connect/accept retried in the loop among traffic", part_connect, NULL},
 };
 
