@@ -155,6 +155,8 @@ int ft_finish(struct ft *ft, int ok);
 /* ---- ft_rank.c: running the ranks ------------------------------------------- */
 
 /* Marks the scenarios named in spec ("all" or a comma-separated list). */
+/* FI_VERSION(major, minor) of the libfabric the plugin runs on, or 0. */
+uint32_t ft_libfabric_version(void);
 int select_scenarios(const char *spec, int *sel);
 /* Runs one rank. Returns its exit status. */
 int run_rank(const struct opts *o);

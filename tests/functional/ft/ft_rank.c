@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #endif
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -404,4 +405,22 @@ int run_forked(struct opts *o)
 	unlink(path);
 	rmdir(dir);
 	return forked_summary(o, status);
+}
+
+/* The version of the libfabric the plugin runs on: the library is already
+ * loaded as the plugin's dependency, so RTLD_NOLOAD finds that very copy.
+ * Returns FI_VERSION(major, minor), or 0 when it cannot be found. */
+uint32_t ft_libfabric_version(void)
+{
+	void *h = dlopen("libfabric.so.1", RTLD_LAZY | RTLD_NOLOAD);
+	uint32_t (*fv)(void);
+	uint32_t v = 0;
+
+	if (!h)
+		return 0;
+	*(void **)&fv = dlsym(h, "fi_version");
+	if (fv)
+		v = fv();
+	dlclose(h);
+	return v;
 }

@@ -7,7 +7,6 @@
 #define _GNU_SOURCE
 #endif
 
-#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,30 +17,12 @@
 #include "../../../tools/proc.h"
 #include "ft.h"
 
-/* The version of the libfabric the plugin runs on: the library is already
- * loaded as the plugin's dependency, so RTLD_NOLOAD finds that very copy.
- * Returns FI_VERSION(major, minor), or 0 when it cannot be found. */
-static uint32_t libfabric_runtime_version(void)
-{
-	void *h = dlopen("libfabric.so.1", RTLD_LAZY | RTLD_NOLOAD);
-	uint32_t (*fv)(void);
-	uint32_t v = 0;
-
-	if (!h)
-		return 0;
-	*(void **)&fv = dlsym(h, "fi_version");
-	if (fv)
-		v = fv();
-	dlclose(h);
-	return v;
-}
-
 /* NCCL_PTR_DMABUF is advertised exactly when it should be: always where tcp
  * and shm can import a memfd (libfabric 1.20+), never without FI_MR_DMABUF
  * or with FABNET_DMABUF=0. Rank 0 prints what it found. */
 static int dmabuf_check_advertised(struct ft *ft)
 {
-	uint32_t v = libfabric_runtime_version();
+	uint32_t v = ft_libfabric_version();
 	unsigned maj = v >> 16, min = v & 0xffff;
 	int advertised = (ft->props.ptrSupport & NCCL_PTR_DMABUF) != 0;
 	const char *prov = getenv("FABNET_PROVIDER");
