@@ -104,7 +104,15 @@ static uint8_t *put_hdr(uint8_t *p, uint8_t type, uint32_t dst, uint32_t src, ui
 	put32(&p, dst);
 	put32(&p, src);
 	put32(&p, seq);
+	put64(&p, 0); /* the token: fabnet_msg_set_token */
 	return p;
+}
+
+void fabnet_msg_set_token(void *buf, uint64_t token)
+{
+	uint8_t *p = (uint8_t *)buf + 16;
+
+	put64(&p, token);
 }
 
 #define CONNECT_FIXED 24
@@ -265,6 +273,7 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 	m->dst_id = get32(&p);
 	m->src_id = get32(&p);
 	m->seq = get32(&p);
+	m->token = get64(&p);
 	body = len - FABNET_MSG_HDR_SIZE;
 	if (m->dst_id == 0)
 		return "destination id 0 is never issued";
@@ -390,20 +399,20 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 }
 
 /* ---- immediate data ------------------------------------------------------ */
-uint32_t fabnet_imm_pack(uint16_t comm_id, uint8_t seq, uint8_t idx)
+uint32_t fabnet_imm_pack(uint16_t comm_id, uint8_t seq, uint8_t idx, uint8_t gen)
 {
-	return (uint32_t)comm_id << 16 | (uint32_t)seq << 8 | (uint32_t)(idx & 7) << 5;
+	return (uint32_t)comm_id << 16 | (uint32_t)seq << 8 | (uint32_t)(idx & 7) << 5 |
+	       (gen & FABNET_IMM_GEN_MASK);
 }
 
 const char *fabnet_imm_unpack(uint64_t data, struct fabnet_imm *imm)
 {
 	if (data >> 32)
 		return "immediate data wider than 32 bits";
-	if (data & 0x1f)
-		return "immediate data has reserved bits set";
 	imm->comm_id = (uint16_t)(data >> 16);
 	imm->seq = (uint8_t)(data >> 8);
 	imm->idx = (uint8_t)((data >> 5) & 7);
+	imm->gen = (uint8_t)(data & FABNET_IMM_GEN_MASK);
 	if (imm->comm_id == 0)
 		return "immediate data names comm id 0";
 	return NULL;

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FABNET_WIRE_VERSION 1
+#define FABNET_WIRE_VERSION 2 /* 2: the header carries the connection token */
 #define FABNET_HANDLE_MAGIC 0x484e4246u /* "FBNH" */
 #define FABNET_MSG_MAGIC 0xfb17u
 #define FABNET_ADDR_MAX 96     /* endpoint address bytes carried in a handle */
@@ -44,7 +44,7 @@ enum fabnet_msg_type {
 	FABNET_MSG_TYPE_MAX
 };
 
-#define FABNET_MSG_HDR_SIZE 16
+#define FABNET_MSG_HDR_SIZE 24
 #define FABNET_CTS_ENTRY_SIZE 32
 #define FABNET_CTS_FIXED 8
 #define FABNET_EAGER_FIXED 16
@@ -89,6 +89,9 @@ struct fabnet_msg {
 	uint32_t src_id; /* comm id on the sending side */
 	uint32_t seq;    /* the receive's sequence; CLOSE: operations started;
 			  * CONNECT, CONNECT_ACK: the sender's eager limit (0: not said) */
+	uint64_t token;  /* the destination comm's connection token; CONNECT and
+			  * CONNECT_ACK: the token the peer must put on every later
+			  * message to the sending comm */
 	union {
 		struct {
 			uint64_t nonce;
@@ -154,6 +157,12 @@ size_t fabnet_msg_encode_close(void *buf, size_t len, uint32_t dst_id, uint32_t 
 			       uint32_t final_seq);
 size_t fabnet_msg_encode_ping(void *buf, size_t len, uint32_t dst_id, uint32_t src_id);
 
+/* Stamps the connection token into an encoded message's header (the
+ * encoders leave it zero). A random 64-bit value each side chooses for its
+ * comm and names in CONNECT / CONNECT_ACK: a message without it is not from
+ * this connection's peer, whatever ids it carries. */
+void fabnet_msg_set_token(void *buf, uint64_t token);
+
 /* Returns NULL and fills m, or a reason the bytes are not a valid message.
  * Pointers in m (connect.addr, eager.payload) point into buf. */
 const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m);
@@ -162,14 +171,18 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
  * bits 31..16  receiver's comm id (1..65535)
  * bits 15..8   sequence number of the receive, low 8 bits (its slot is seq % 32)
  * bits  7..5   index within a grouped receive (0..7)
- * bits  4..0   reserved, zero
+ * bits  4..0   generation of the receiver's comm id (the low bits of its
+ *              token): a late write meant for an earlier comm under the
+ *              same id carries another generation and is dropped
  */
+#define FABNET_IMM_GEN_MASK 0x1fu
 struct fabnet_imm {
 	uint16_t comm_id;
 	uint8_t seq;
 	uint8_t idx;
+	uint8_t gen;
 };
-uint32_t fabnet_imm_pack(uint16_t comm_id, uint8_t seq, uint8_t idx);
+uint32_t fabnet_imm_pack(uint16_t comm_id, uint8_t seq, uint8_t idx, uint8_t gen);
 /* Returns NULL or why the value cannot be ours. */
 const char *fabnet_imm_unpack(uint64_t data, struct fabnet_imm *imm);
 

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/random.h>
 
 #include <rdma/fi_domain.h>
 #include <rdma/fi_errno.h>
@@ -112,6 +113,19 @@ uint64_t fabnet_elapsed_ms(const struct timespec *since)
 	       (uint64_t)((now.tv_nsec - since->tv_nsec) / 1000000);
 }
 
+uint64_t fabnet_random64(void)
+{
+	uint64_t v = 0;
+
+	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		v = (uint64_t)ts.tv_nsec * 6364136223846793005ull ^ (uint64_t)ts.tv_sec ^
+		    (uint64_t)(uintptr_t)&v;
+	}
+	return v ? v : 1;
+}
+
 /* ---- ids ------------------------------------------------------------------
  * Freed ids wait in a FIFO and fresh ids are used first, so an id comes back
  * only after all others: a late message for a closed comm almost never finds
@@ -145,6 +159,11 @@ static int alloc_id(struct fabnet_proto_dev *pd, struct fabnet_comm *c)
 	}
 	pd->table[id] = c;
 	c->id = (uint16_t)id;
+	/* The token's low bits count the id's issues: what an earlier comm under
+	 * this id was sent (writes whose immediate data has only 5 bits for it
+	 * included) no longer matches. */
+	c->token = (fabnet_random64() & ~(uint64_t)FABNET_IMM_GEN_MASK) |
+		   (pd->id_gen[id]++ & FABNET_IMM_GEN_MASK);
 	return 0;
 }
 
@@ -361,6 +380,8 @@ void fabnet_proto_check_peer_now(struct fabnet_comm *c)
 	if (!buf)
 		return;
 	len = fabnet_msg_encode_ping(buf, c->dev->buf_size, c->peer_id, c->id);
+	if (len)
+		fabnet_msg_set_token(buf, c->peer_token);
 	clock_gettime(CLOCK_MONOTONIC, &c->ping_sent);
 	if (!len || fabnet_ctl_send(c, &c->ping_op, buf, len, 1)) {
 		fabnet_dev_txbuf_put(c->dev, buf);
@@ -398,6 +419,7 @@ int fabnet_post_msg(struct fabnet_req *r, int k, void *buf, size_t len)
 	struct fabnet_dev *rd = fabnet_rail(comm->dev, k);
 	struct fabnet_op *op = &r->msg_op;
 
+	fabnet_msg_set_token(buf, comm->peer_token); /* CTS, EAGER, FIN: the peer's */
 	memset(op, 0, sizeof(*op));
 	op->kind = FABNET_OP_SEND;
 	op->cb = msg_sent;

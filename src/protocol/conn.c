@@ -22,26 +22,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include <rdma/fi_errno.h>
 
 #include "core/config.h"
 #include "core/log.h"
 #include "protocol/internal.h"
-
-static uint64_t random_nonce(void)
-{
-	uint64_t v = 0;
-
-	if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != (ssize_t)sizeof(v)) {
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		v = (uint64_t)ts.tv_nsec * 6364136223846793005ull ^ (uint64_t)ts.tv_sec ^
-		    (uint64_t)(uintptr_t)&v;
-	}
-	return v ? v : 1;
-}
 
 /* ---- listen ---------------------------------------------------------------- */
 /* Both sides take eager messages only up to the smaller limit: a sender with
@@ -70,7 +56,7 @@ ncclResult_t fabnet_proto_listen(struct fabnet_dev *dev, void *handle, struct fa
 	if (!c)
 		return ncclSystemError;
 	c->state = FABNET_READY;
-	c->u.listen.nonce = random_nonce();
+	c->u.listen.nonce = fabnet_random64();
 	memset(&h, 0, sizeof(h));
 	h.listen_id = c->id;
 	h.nonce = c->u.listen.nonce;
@@ -113,6 +99,7 @@ void fabnet_conn_on_connect(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	}
 	p = &l->u.listen.pending[l->u.listen.npending++];
 	p->src_id = m->src_id;
+	p->token = m->token;
 	p->eager_max = m->seq;
 	p->proc = m->u.connect.proc;
 	p->addrlen = m->u.connect.addrlen;
@@ -131,6 +118,7 @@ void fabnet_conn_on_ack(struct fabnet_dev *dev, const struct fabnet_msg *m)
 		return;
 	}
 	c->peer_id = (uint16_t)m->src_id;
+	c->peer_token = m->token;
 	c->peer_proc = m->u.ack.proc;
 	agree_eager(c, m->seq);
 	for (int i = 0; i < FABNET_NSLOTS; i++) {
@@ -260,6 +248,8 @@ ncclResult_t fabnet_proto_connect(struct fabnet_dev *dev, const void *handle,
 	len = fabnet_msg_encode_connect(buf, dev->buf_size, h.listen_id, c->id, h.nonce,
 					fabnet_self_proc(), dev->addr, (uint8_t)dev->addrlen,
 					(uint32_t)dev->eager_max);
+	if (len)
+		fabnet_msg_set_token(buf, c->token); /* what the receiver must send us */
 	if (!len || fabnet_ctl_send(c, &c->u.send.conn_op, buf, len, 0)) {
 		fabnet_dev_txbuf_put(dev, buf);
 		fabnet_comm_free(c);
@@ -317,6 +307,7 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 		return ncclRemoteError;
 	}
 	c->peer_id = (uint16_t)p.src_id;
+	c->peer_token = p.token;
 	c->peer_proc = p.proc;
 	agree_eager(c, p.eager_max);
 	c->state = FABNET_READY;
@@ -330,6 +321,8 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 		len = fabnet_msg_encode_ack_rails(buf, dev->buf_size, c->peer_id, c->id,
 						  l->u.listen.nonce, fabnet_self_proc(), nextra, alen, addrs,
 						  (uint32_t)dev->eager_max);
+		if (len)
+			fabnet_msg_set_token(buf, c->token); /* what the sender must send us */
 	}
 	if (!len || fabnet_ctl_send(c, &c->u.recv.ack_op, buf, len, 0)) {
 		fabnet_dev_txbuf_put(dev, buf);
@@ -452,6 +445,8 @@ ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
 			uint32_t final = close_count(c);
 			size_t len;
 			len = fabnet_msg_encode_close(buf, dev->buf_size, c->peer_id, c->id, final);
+			if (len)
+				fabnet_msg_set_token(buf, c->peer_token);
 			/* The CLOSE op lives in a request-independent slot: reuse ack/conn op. */
 			struct fabnet_op *op = c->kind == FABNET_SEND ? &c->u.send.conn_op
 								      : &c->u.recv.ack_op;

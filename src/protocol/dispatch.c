@@ -48,10 +48,12 @@ int fabnet_proto_dev_init(struct fabnet_dev *dev)
 		return -FI_ENOMEM;
 	pd->next_fresh = 1;
 	pd->free_ids = malloc(sizeof(uint16_t) * (FABNET_MAX_COMMS + 1));
-	if (!pd->free_ids ||
+	pd->id_gen = calloc(FABNET_MAX_COMMS + 1, 1);
+	if (!pd->free_ids || !pd->id_gen ||
 	    fabnet_pool_init(&pd->wops, sizeof(struct fabnet_op),
 			     fabnet_config()->tx_buffers * fabnet_config()->writes_in_flight, NULL)) {
 		free(pd->free_ids);
+		free(pd->id_gen);
 		free(pd);
 		return -FI_ENOMEM;
 	}
@@ -82,9 +84,31 @@ void fabnet_proto_dev_fini(struct fabnet_dev *dev)
 			fabnet_comm_free(pd->table[i]);
 	free(pd->table);
 	free(pd->free_ids);
+	free(pd->id_gen);
 	fabnet_pool_fini(&pd->wops);
 	free(pd);
 	dev->proto = NULL;
+}
+
+/* Every message after the handshake carries the destination comm's token;
+ * ids alone are small integers anyone can guess. CONNECT is checked against
+ * the listener's nonce and CONNECT_ACK against the nonce of the handle the
+ * sender used, both by their handlers. A message for no comm at all is left
+ * to its handler, which says why it drops it. */
+static int token_ok(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_comm *c;
+
+	if (m->type == FABNET_MSG_CONNECT || m->type == FABNET_MSG_CONNECT_ACK)
+		return 1;
+	c = fabnet_proto_lookup(dev, m->dst_id);
+	if (!c || c->kind == FABNET_LISTEN || m->token == c->token)
+		return 1;
+	if (fabnet_drop_log_ok(dev))
+		FN_WARN("fabnet: dropped a message (type %u) for comm %u on %s from comm %u: it "
+			"lacks the connection's token (forged, or meant for an earlier comm under "
+			"this id)", m->type, m->dst_id, dev->name, m->src_id);
+	return 0;
 }
 
 void fabnet_proto_on_msg(struct fabnet_dev *dev, const void *buf, size_t len)
@@ -99,6 +123,8 @@ void fabnet_proto_on_msg(struct fabnet_dev *dev, const void *buf, size_t len)
 				len, dev->name, why);
 		return;
 	}
+	if (!token_ok(dev, &m))
+		return;
 	switch (m.type) {
 	case FABNET_MSG_CONNECT:
 		fabnet_conn_on_connect(dev, &m);

@@ -22,8 +22,8 @@ static int flush_setup(struct fabnet_dev *dev, struct fabnet_proto_dev *pd, int 
 		return 0;
 	if (fabnet_dev_peer(rd, rd->addr, rd->addrlen, &pd->self[k]))
 		return -1;
-	if (rd->local_mr && fabnet_mr_reg(rd, pd->flush_sink, sizeof(pd->flush_sink),
-					  NCCL_PTR_HOST, -1, 0, &pd->flush_mr[k]))
+	if (rd->local_mr && fabnet_mr_reg_local(rd, pd->flush_sink, sizeof(pd->flush_sink),
+						FI_READ, &pd->flush_mr[k]))
 		return -1;
 	pd->flush_ready |= 1u << k;
 	return 0;

@@ -70,6 +70,8 @@ static inline void fabnet_proto_check_peer(struct fabnet_comm *comm)
 int fabnet_drop_log_ok(struct fabnet_dev *dev);
 const struct fabnet_proc *fabnet_self_proc(void);
 uint64_t fabnet_elapsed_ms(const struct timespec *since);
+/* 64 random bits, never 0 (nonces, connection tokens). */
+uint64_t fabnet_random64(void);
 struct fabnet_comm *fabnet_comm_new(struct fabnet_dev *dev, uint8_t kind);
 void fabnet_comm_free(struct fabnet_comm *c);
 /* ncclSuccess, or the error an operation on comm must return now. */

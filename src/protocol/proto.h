@@ -137,6 +137,7 @@ struct fabnet_cts_slot {
 
 struct fabnet_pending_conn {
 	uint32_t src_id;
+	uint64_t token;         /* the connecting comm's, from its CONNECT */
 	uint32_t eager_max;     /* the connecting side's, from its CONNECT */
 	struct fabnet_proc proc;
 	uint8_t addrlen;
@@ -153,6 +154,11 @@ struct fabnet_comm {
 	uint16_t id;
 	uint16_t peer_id;
 	fi_addr_t peer;         /* on the first rail */
+	/* Connection tokens: ours is random, its low bits the generation of our
+	 * id; every message to us must carry it, and every message we send the
+	 * peer's (learnt from its CONNECT or CONNECT_ACK). */
+	uint64_t token;
+	uint64_t peer_token;
 	uint8_t nrails;         /* rails in use: send: both sides have them; recv: ours */
 	uint32_t rr;            /* round-robin rail for the next small send */
 	uint32_t eager_max;     /* largest eager message: the smaller of both sides' */
@@ -205,6 +211,7 @@ struct fabnet_proto_dev {
 	uint32_t cap;
 	uint32_t next_fresh;
 	uint16_t *free_ids;         /* FIFO ring of FABNET_MAX_COMMS + 1 */
+	uint8_t *id_gen;            /* per id: how often it was issued (mod 32) */
 	uint32_t free_head, nfree;
 	struct fabnet_pool wops;    /* write ops shared by every send on the device */
 	struct fabnet_req *stall_head, *stall_tail; /* sends waiting for a write op */

@@ -232,6 +232,14 @@ void fabnet_proto_on_imm(struct fabnet_dev *dev, uint64_t data)
 	r = recv_target(dev, imm.comm_id, 0, 0, imm.seq, 8, imm.idx, "RMA write");
 	if (!r)
 		return;
+	if (imm.gen != (r->comm->token & FABNET_IMM_GEN_MASK)) {
+		if (fabnet_drop_log_ok(dev))
+			FN_WARN("fabnet: dropped an RMA write's immediate data 0x%llx on %s: "
+				"generation %u, comm %u is generation %u (meant for an earlier comm "
+				"under this id)", (unsigned long long)data, dev->name, imm.gen,
+				imm.comm_id, (unsigned)(r->comm->token & FABNET_IMM_GEN_MASK));
+		return;
+	}
 	e = &r->u.recv.e[imm.idx];
 	if (!e->mr) {
 		entry_fail(r, e, "an RMA write landed in a buffer posted without registration");

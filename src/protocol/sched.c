@@ -74,7 +74,8 @@ void fabnet_sched_advance(struct fabnet_req *r)
 			op->peer = comm->rail_peer[k];
 			op->raddr = r->u.send.raddr[k] + off;
 			op->rkey = r->u.send.rkey[k];
-			op->imm = fabnet_imm_pack(comm->peer_id, (uint8_t)r->seq, r->u.send.idx);
+			op->imm = fabnet_imm_pack(comm->peer_id, (uint8_t)r->seq, r->u.send.idx,
+						  (uint8_t)comm->peer_token);
 			int rc = fabnet_proto_post_on(comm, rd, op);
 			if (rc) {
 				char why[256];

@@ -442,11 +442,13 @@ int fabnet_dev_open(struct fabnet_dev *dev)
 		dev->tx_free[i] = dev->ntx - 1 - i;
 	dev->ntx_free = dev->ntx;
 	if (dev->local_mr) {
-		OPEN_CHECK(fabnet_mr_reg(dev, dev->rx_slab, (size_t)dev->nrx * dev->buf_size,
-					 NCCL_PTR_HOST, -1, 0, &dev->rx_mr),
+		/* Peers only send into these and we only send from those: no
+		 * remote access, whatever key a peer learns or guesses. */
+		OPEN_CHECK(fabnet_mr_reg_local(dev, dev->rx_slab, (size_t)dev->nrx * dev->buf_size,
+					       FI_RECV, &dev->rx_mr),
 			   "registering receive buffers", "");
-		OPEN_CHECK(fabnet_mr_reg(dev, dev->tx_slab, (size_t)dev->ntx * dev->buf_size,
-					 NCCL_PTR_HOST, -1, 0, &dev->tx_mr),
+		OPEN_CHECK(fabnet_mr_reg_local(dev, dev->tx_slab, (size_t)dev->ntx * dev->buf_size,
+					       FI_SEND, &dev->tx_mr),
 			   "registering send buffers", "");
 	}
 	for (unsigned i = 0; i < dev->nrx; i++) {

@@ -11,8 +11,10 @@
 #include "transport/accel.h"
 #include "transport/mr.h"
 
+#define ACCESS_USER (FI_SEND | FI_RECV | FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE)
+
 static int mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,
-		  uint64_t dmabuf_offset, int quiet, struct fabnet_mr **out)
+		  uint64_t dmabuf_offset, uint64_t access, int quiet, struct fabnet_mr **out)
 {
 	struct fi_mr_attr attr;
 	struct iovec iov = {.iov_base = buf, .iov_len = len};
@@ -33,7 +35,7 @@ static int mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int d
 	memset(&attr, 0, sizeof(attr));
 	attr.mr_iov = &iov;
 	attr.iov_count = 1;
-	attr.access = FI_SEND | FI_RECV | FI_READ | FI_WRITE | FI_REMOTE_READ | FI_REMOTE_WRITE;
+	attr.access = access;
 	/* Keys we choose are never handed out twice on a domain (a 64-bit counter),
 	 * so a peer holding an old key cannot reach a newer registration. */
 	if (!dev->prov_key) {
@@ -197,13 +199,20 @@ void fabnet_mr_release_cached(void *payload, void *arg)
 int fabnet_mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,
 		  uint64_t dmabuf_offset, struct fabnet_mr **out)
 {
-	return mr_reg(dev, buf, len, type, dmabuf_fd, dmabuf_offset, 0, out);
+	return mr_reg(dev, buf, len, type, dmabuf_fd, dmabuf_offset, ACCESS_USER, 0, out);
+}
+
+int fabnet_mr_reg_local(struct fabnet_dev *dev, void *buf, size_t len, uint64_t access,
+			struct fabnet_mr **out)
+{
+	return mr_reg(dev, buf, len, NCCL_PTR_HOST, -1, 0,
+		      access & (FI_SEND | FI_RECV | FI_READ | FI_WRITE), 0, out);
 }
 
 int fabnet_mr_reg_quiet(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,
 			uint64_t dmabuf_offset, struct fabnet_mr **out)
 {
-	return mr_reg(dev, buf, len, type, dmabuf_fd, dmabuf_offset, 1, out);
+	return mr_reg(dev, buf, len, type, dmabuf_fd, dmabuf_offset, ACCESS_USER, 1, out);
 }
 
 uint64_t fabnet_mr_remote_addr(const struct fabnet_mr *m, const void *ptr)

@@ -46,6 +46,11 @@ void fabnet_mr_release_cached(void *payload, void *arg);
  * closed. Returns 0 or a negative FI_E* code (logged with the reason). */
 int fabnet_mr_reg(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,
 		  uint64_t dmabuf_offset, struct fabnet_mr **out);
+/* Host memory only fabnet itself touches (bounce buffers, the flush sink):
+ * registered with the local access bits of `access` alone (FI_SEND, FI_RECV,
+ * FI_READ, FI_WRITE), so no peer can read or write it with its key. */
+int fabnet_mr_reg_local(struct fabnet_dev *dev, void *buf, size_t len, uint64_t access,
+			struct fabnet_mr **out);
 /* The same without the warning, for capability probes. */
 int fabnet_mr_reg_quiet(struct fabnet_dev *dev, void *buf, size_t len, int type, int dmabuf_fd,
 			uint64_t dmabuf_offset, struct fabnet_mr **out);

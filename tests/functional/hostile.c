@@ -126,11 +126,41 @@ static void on_crash(int sig)
 
 /* ---- plumbing ------------------------------------------------------------------ */
 
-static void inject_msg(const void *buf, size_t len)
+/* The message as it is, connection token included: what a stranger (or a
+ * late message of an earlier connection) can send. */
+static void inject_raw(const void *buf, size_t len)
 {
 	pthread_mutex_lock(&dev->lock);
 	fabnet_proto_on_msg(dev, buf, len);
 	pthread_mutex_unlock(&dev->lock);
+}
+
+/* The destination comm's token, as its genuine peer knows it (0: no such comm). */
+static uint64_t genuine_token(uint32_t dst)
+{
+	struct fabnet_comm *c = dst <= UINT16_MAX ? fabnet_proto_lookup(dev, dst) : NULL;
+
+	return c ? c->token : 0;
+}
+
+/* The message with the destination's genuine token stamped in: a confused
+ * or hostile peer that holds the token. Most cases forge as one, to reach
+ * the checks behind the token's. */
+static void inject_msg(uint8_t *buf, size_t len)
+{
+	if (len >= FABNET_MSG_HDR_SIZE && buf[3] != FABNET_MSG_CONNECT &&
+	    buf[3] != FABNET_MSG_CONNECT_ACK) {
+		uint32_t dst = (uint32_t)buf[4] | (uint32_t)buf[5] << 8 | (uint32_t)buf[6] << 16 |
+			       (uint32_t)buf[7] << 24;
+		fabnet_msg_set_token(buf, genuine_token(dst));
+	}
+	inject_raw(buf, len);
+}
+
+/* The generation the receive comm's immediate data must carry. */
+static uint8_t gen(void)
+{
+	return (uint8_t)(rc->token & FABNET_IMM_GEN_MASK);
 }
 
 static void inject_imm(uint64_t data)
@@ -543,43 +573,77 @@ static void f_fin_after_eager_size(const struct forge *f)
 }
 static void f_imm_no_comm(const struct forge *f)
 {
-	inject_imm(fabnet_imm_pack(60000, (uint8_t)f->p->seq, 0));
+	inject_imm(fabnet_imm_pack(60000, (uint8_t)f->p->seq, 0, gen()));
 }
 static void f_imm_comm_zero(const struct forge *f)
 {
-	inject_imm(fabnet_imm_pack(0, (uint8_t)f->p->seq, 0));
+	inject_imm(fabnet_imm_pack(0, (uint8_t)f->p->seq, 0, gen()));
 }
 static void f_imm_send_comm(const struct forge *f)
 {
-	inject_imm(fabnet_imm_pack(f->sid, (uint8_t)f->p->seq, 0));
+	inject_imm(fabnet_imm_pack(f->sid, (uint8_t)f->p->seq, 0, gen()));
 }
 static void f_imm_not_posted(const struct forge *f)
 {
-	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)(f->p->seq + 1), 0));
+	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)(f->p->seq + 1), 0, gen()));
 }
 static void f_imm_reserved(const struct forge *f)
 {
 	for (uint32_t bit = 0; bit < 5; bit++)
-		inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0) | (1u << bit));
+		inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0, gen()) ^ (1u << bit));
 }
 static void f_imm_wide(const struct forge *f)
 {
-	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0) | (1ull << 32));
-	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0) | (1ull << 63));
+	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0, gen()) | (1ull << 32));
+	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0, gen()) | (1ull << 63));
 }
 static void f_imm_idx_n(const struct forge *f)
 {
-	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, (uint8_t)f->p->n));
+	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, (uint8_t)f->p->n, gen()));
 }
 static void f_imm_posted(const struct forge *f)
 {
-	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0));
+	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0, gen()));
 }
 static void f_close_wrong_src(const struct forge *f)
 {
 	size_t len = fabnet_msg_encode_close(mbuf, MSGBUF, f->rid, (uint32_t)f->sid + 5, 0);
 
 	inject_msg(mbuf, len);
+}
+/* Messages that are right in every field but the connection's token: what
+ * anyone who can reach the endpoint and guess the small ids could send. */
+static void f_eager_no_token(const struct forge *f)
+{
+	size_t len = fabnet_msg_encode_eager(mbuf, MSGBUF, f->rid, f->sid, f->p->seq, 0, 0, 60);
+
+	memset(mbuf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED, 0xEE, 60);
+	inject_raw(mbuf, len); /* token 0 */
+	fabnet_msg_set_token(mbuf, rc->token ^ 0x100);
+	inject_raw(mbuf, len); /* a near miss */
+}
+static void f_fin_no_token(const struct forge *f)
+{
+	/* a FIN of 0 bytes would complete the receive on the spot */
+	size_t len = fabnet_msg_encode_fin(mbuf, MSGBUF, f->rid, f->sid, f->p->seq, 0, 0, 0, 0);
+
+	inject_raw(mbuf, len);
+}
+static void f_close_no_token(const struct forge *f)
+{
+	size_t len = fabnet_msg_encode_close(mbuf, MSGBUF, f->rid, f->sid, f->p->seq);
+
+	fabnet_msg_set_token(mbuf, rc->token ^ 1);
+	inject_raw(mbuf, len);
+	if (rc->peer_closed || rc->state != FABNET_READY)
+		bad("a CLOSE without the connection's token closed the comm (state %d)", rc->state);
+}
+static void f_imm_old_gen(const struct forge *f)
+{
+	/* a FIN announcing one write, then that write's immediate data as an
+	 * earlier comm under the same id would have sent it */
+	fin(f->rid, f->sid, f->p->seq, 0, 0, 1, 5000);
+	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0, (uint8_t)(gen() - 1)));
 }
 static void f_ping_forged(const struct forge *f)
 {
@@ -608,9 +672,9 @@ static void f_garbage(const struct forge *f)
 			break;
 		for (size_t i = 0; i < len; i++)
 			m[i] = (uint8_t)mix64(seed ^ (len << 16) ^ i);
-		inject_msg(m, len);
+		inject_raw(m, len);
 		memset(m, 0, len);
-		inject_msg(m, len);
+		inject_raw(m, len);
 		for (uint8_t type = 0; type <= FABNET_MSG_TYPE_MAX && len >= FABNET_MSG_HDR_SIZE; type++) {
 			for (size_t i = 0; i < len; i++)
 				m[i] = (uint8_t)mix64(seed ^ (len << 16) ^ ((size_t)type << 8) ^ i ^ 0xabc);
@@ -627,8 +691,8 @@ static void f_garbage(const struct forge *f)
 			m[10] = m[11] = 0;
 			memcpy(m + 12, &f->p->seq, 4);
 			if (type == FABNET_MSG_CLOSE) {
-				/* a 16-byte CLOSE from the genuine peer is a valid message, not
-				 * garbage: name a stranger */
+				/* a header-only CLOSE from the genuine peer is a valid message,
+				 * not garbage: name a stranger */
 				m[8] = 0x39;
 				m[9] = 0x30;
 			}
@@ -872,7 +936,7 @@ static void control_case(const char *name, int imm)
 		goto out;
 	if (imm) {
 		fin(rc->id, rc->peer_id, p.seq, 0, 0, 1, 5000);
-		inject_imm(fabnet_imm_pack(rc->id, (uint8_t)p.seq, 0));
+		inject_imm(fabnet_imm_pack(rc->id, (uint8_t)p.seq, 0, gen()));
 	} else {
 		eager(rc->id, rc->peer_id, p.seq, 0, 60);
 	}
@@ -928,10 +992,16 @@ static void cts_case(const char *name, int which)
 	case 2: seq += 0x80000000u; break;          /* far away */
 	case 3: src = (uint32_t)sc->peer_id + 1; break; /* from a comm that is not the peer */
 	case 4: src |= 0x10000u; break;             /* a peer id wider than 16 bits */
+	case 5: break;                              /* right in all but the token */
 	}
 	memcpy(before, sc->u.send.cts, sizeof(before));
 	len = fabnet_msg_encode_cts(mbuf, MSGBUF, sc->id, src, seq, n, e);
-	inject_msg(mbuf, len);
+	if (which == 5) {
+		fabnet_msg_set_token(mbuf, sc->token ^ 0x8000000000000000ull);
+		inject_raw(mbuf, len);
+	} else {
+		inject_msg(mbuf, len);
+	}
 	if (memcmp(before, sc->u.send.cts, sizeof(before))) {
 		bad("the send comm took the forged CTS (seq %u, from comm %u) into its window", seq,
 		    src);
@@ -1291,7 +1361,7 @@ int main(int argc, char **argv)
 	recv_case("immediate data for comm id 0", 1, 65536, f_imm_comm_zero, 0);
 	recv_case("immediate data for the send comm's id", 1, 65536, f_imm_send_comm, 0);
 	recv_case("immediate data for a sequence not posted", 1, 65536, f_imm_not_posted, 0);
-	recv_case("immediate data with reserved bits set", 1, 65536, f_imm_reserved, 0);
+	recv_case("immediate data with each generation bit flipped", 1, 65536, f_imm_reserved, 0);
 	recv_case("immediate data wider than 32 bits", 1, 65536, f_imm_wide, 0);
 	recv_case("immediate data with index n", 1, 65536, f_imm_idx_n, 0);
 	recv_case("immediate data for the posted receive, no FIN", 1, 65536, f_imm_posted,
@@ -1301,6 +1371,16 @@ int main(int argc, char **argv)
 	/* other messages */
 	recv_case("CLOSE from a comm that is not the peer", 1, 100, f_close_wrong_src, 0);
 	recv_case("PING from a stranger", 1, 100, f_ping_forged, 0);
+
+	/* right ids, no token */
+	recv_case("EAGER right in every field but the connection's token", 1, 100,
+		  f_eager_no_token, 0);
+	recv_case("FIN of 0 bytes right in every field but the connection's token", 1, 65536,
+		  f_fin_no_token, 0);
+	recv_case("CLOSE from the peer without the connection's token", 1, 100, f_close_no_token,
+		  0);
+	recv_case("immediate data of an earlier comm under the same id (generation - 1)", 1,
+		  65536, f_imm_old_gen, MAY_TAINT);
 	recv_case("garbage and truncated messages of every length 0..64", 1, 65536, f_garbage, 0);
 
 	/* the send comm and the listener */
@@ -1309,6 +1389,7 @@ int main(int argc, char **argv)
 	cts_case("CTS far outside the window (seq + 2^31)", 2);
 	cts_case("CTS from a comm that is not the peer", 3);
 	cts_case("CTS from the peer id + 65536", 4);
+	cts_case("CTS right in every field but the connection's token", 5);
 	connect_case("CONNECT with a wrong nonce", 0);
 	connect_case("CONNECT to a comm that is not a listener", 1);
 	connect_case("CONNECT_ACK for a connected send comm", 2);

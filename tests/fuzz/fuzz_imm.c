@@ -16,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (fabnet_imm_unpack(v, &imm))
 		return 0;
 	if (imm.comm_id == 0 || imm.idx >= FABNET_MAX_RECVS ||
-	    fabnet_imm_pack(imm.comm_id, imm.seq, imm.idx) != (uint32_t)v)
+	    fabnet_imm_pack(imm.comm_id, imm.seq, imm.idx, imm.gen) != (uint32_t)v)
 		__builtin_trap();
 	return 0;
 }

@@ -41,6 +41,7 @@ int main(int argc, char **argv)
 	n = fabnet_msg_encode_connect(buf, sizeof(buf), 1, 2, 3, &proc, h.addr, 16, 8192);
 	put(dir, "connect", buf, n);
 	n = fabnet_msg_encode_ack(buf, sizeof(buf), 1, 2, 3, &proc);
+	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "ack", buf, n);
 	memset(e, 0, sizeof(e));
 	for (int i = 0; i < 8; i++) {
@@ -51,19 +52,24 @@ int main(int argc, char **argv)
 		e[i].flags = FABNET_CTS_EAGER_OK;
 	}
 	n = fabnet_msg_encode_cts(buf, sizeof(buf), 1, 2, 3, 8, e);
+	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "cts8", buf, n);
 	n = fabnet_msg_encode_eager(buf, sizeof(buf), 1, 2, 3, 0, 0, 5);
 	memcpy(buf + n - 5, "hello", 5);
+	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "eager", buf, n);
 	n = fabnet_msg_encode_fin(buf, sizeof(buf), 1, 2, 3, 1, 0, 2, 100000);
+	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "fin", buf, n);
 	n = fabnet_msg_encode_close(buf, sizeof(buf), 1, 2, 9);
+	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "close", buf, n);
 	n = fabnet_msg_encode_ping(buf, sizeof(buf), 1, 2);
+	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "ping", buf, n);
 
 	snprintf(dir, sizeof(dir), "%s/imm", top);
-	imm = fabnet_imm_pack(300, 17, 3);
+	imm = fabnet_imm_pack(300, 17, 3, 9);
 	put(dir, "imm", &imm, sizeof(imm));
 	return 0;
 }

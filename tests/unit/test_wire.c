@@ -25,9 +25,10 @@
 #define M_VERSION 2
 #define M_TYPE 3
 #define M_DST 4
-#define M_CTS_N 16
-#define M_CTS_RESERVED 17
-#define M_CTS_ENTRIES 24
+#define M_TOKEN 16
+#define M_CTS_N FABNET_MSG_HDR_SIZE
+#define M_CTS_RESERVED (FABNET_MSG_HDR_SIZE + 1)
+#define M_CTS_ENTRIES (FABNET_MSG_HDR_SIZE + FABNET_CTS_FIXED)
 
 #define BUF_MAX 4096
 
@@ -587,6 +588,34 @@ static void message_header_starts_with_magic_version_and_type(void)
 	CU_ASSERT_EQUAL(le32(buf + M_DST), 0x04030201u); /* little-endian */
 }
 
+/* The token sits at bytes 16..23, little-endian; encoders leave it 0 and
+ * every type carries it through the decoder unchanged. */
+static void every_message_carries_the_connection_token(void)
+{
+	static const uint64_t tokens[] = {1, 0x8000000000000000ull, 0x0123456789abcdefull,
+					  UINT64_MAX};
+
+	for (uint8_t type = FABNET_MSG_CONNECT; type < FABNET_MSG_TYPE_MAX; type++) {
+		static uint8_t buf[BUF_MAX];
+		size_t n = sample_msg(type, buf, sizeof(buf), 7);
+		struct fabnet_msg m;
+
+		CU_ASSERT_FATAL(n >= FABNET_MSG_HDR_SIZE);
+		CU_ASSERT_PTR_NULL(fabnet_msg_decode(buf, n, &m));
+		CU_ASSERT_EQUAL(m.token, 0);
+		for (size_t i = 0; i < sizeof(tokens) / sizeof(tokens[0]); i++) {
+			fabnet_msg_set_token(buf, tokens[i]);
+			CU_ASSERT_EQUAL(le32(buf + M_TOKEN), (uint32_t)tokens[i]);
+			CU_ASSERT_EQUAL(le32(buf + M_TOKEN + 4), (uint32_t)(tokens[i] >> 32));
+			memset(&m, 0, sizeof(m));
+			CU_ASSERT_PTR_NULL(fabnet_msg_decode(buf, n, &m));
+			CU_ASSERT_EQUAL(m.token, tokens[i]);
+			CU_ASSERT_EQUAL(m.type, type);
+			CU_ASSERT_EQUAL(m.dst_id, 7);
+		}
+	}
+}
+
 /* ---- messages: encoders refuse small buffers ----------------------------- */
 static void encoders_return_0_when_the_buffer_is_too_small(void)
 {
@@ -962,13 +991,15 @@ static void imm_round_trips_for_every_index_and_sequence(void)
 	for (size_t c = 0; c < sizeof(ids) / sizeof(ids[0]); c++) {
 		for (unsigned seq = 0; seq < 256; seq++) {
 			for (unsigned idx = 0; idx < FABNET_MAX_RECVS; idx++) {
-				uint32_t v = fabnet_imm_pack(ids[c], (uint8_t)seq, (uint8_t)idx);
-				struct fabnet_imm imm = {0, 0, 0};
+				uint8_t g = (uint8_t)((seq + idx) & FABNET_IMM_GEN_MASK);
+				uint32_t v = fabnet_imm_pack(ids[c], (uint8_t)seq, (uint8_t)idx, g);
+				struct fabnet_imm imm = {0, 0, 0, 0};
 				const char *why = fabnet_imm_unpack(v, &imm);
 
 				UNIT_LOOP_CHECK(&loop,
 						why == NULL && imm.comm_id == ids[c] &&
-							imm.seq == seq && imm.idx == idx,
+							imm.seq == seq && imm.idx == idx &&
+							imm.gen == g,
 						"comm %u seq %u idx %u: %s", ids[c], seq, idx,
 						why ? why : "fields differ");
 			}
@@ -986,20 +1017,22 @@ static void imm_round_trips_for_random_values(void)
 		uint64_t r = unit_rand(&rng);
 		uint16_t id = (uint16_t)r;
 		uint8_t seq = (uint8_t)(r >> 16), idx = (uint8_t)((r >> 24) & 7);
-		struct fabnet_imm imm = {0, 0, 0};
+		uint8_t g = (uint8_t)((r >> 32) & FABNET_IMM_GEN_MASK);
+		struct fabnet_imm imm = {0, 0, 0, 0};
 		const char *why;
 
 		if (id == 0)
 			id = 1;
-		why = fabnet_imm_unpack(fabnet_imm_pack(id, seq, idx), &imm);
+		why = fabnet_imm_unpack(fabnet_imm_pack(id, seq, idx, g), &imm);
 		UNIT_LOOP_CHECK(&loop,
-				why == NULL && imm.comm_id == id && imm.seq == seq && imm.idx == idx,
+				why == NULL && imm.comm_id == id && imm.seq == seq && imm.idx == idx &&
+					imm.gen == g,
 				"comm %u seq %u idx %u: %s", id, seq, idx, why ? why : "fields differ");
 	}
 	UNIT_LOOP_ASSERT_ALL_PASSED(&loop);
 }
 
-static void imm_layout_is_comm_seq_index_then_5_zero_bits(void)
+static void imm_layout_is_comm_seq_index_then_5_generation_bits(void)
 {
 	struct unit_loop loop = UNIT_LOOP_INIT;
 	uint64_t rng = 15;
@@ -1008,20 +1041,22 @@ static void imm_layout_is_comm_seq_index_then_5_zero_bits(void)
 		uint64_t r = unit_rand(&rng);
 		uint16_t id = (uint16_t)r;
 		uint8_t seq = (uint8_t)(r >> 16), idx = (uint8_t)((r >> 24) & 7);
-		uint64_t v = fabnet_imm_pack(id, seq, idx);
+		uint8_t g = (uint8_t)(r >> 40);
+		uint64_t v = fabnet_imm_pack(id, seq, idx, g);
 
 		UNIT_LOOP_CHECK(&loop, v <= UINT32_MAX, "0x%llx wider than 32 bits",
 				(unsigned long long)v);
-		UNIT_LOOP_CHECK(&loop, (v & 0x1f) == 0, "reserved bits set in 0x%llx",
-				(unsigned long long)v);
+		UNIT_LOOP_CHECK(&loop, (v & 0x1f) == (g & 0x1fu), "generation %u packed as 0x%llx",
+				g, (unsigned long long)v);
 		UNIT_LOOP_CHECK(&loop,
 				(v >> 16) == id && ((v >> 8) & 0xff) == seq && ((v >> 5) & 7) == idx,
 				"comm %u seq %u idx %u packed as 0x%llx", id, seq, idx,
 				(unsigned long long)v);
 	}
 	UNIT_LOOP_ASSERT_ALL_PASSED(&loop);
-	CU_ASSERT_EQUAL(fabnet_imm_pack(0xffff, 0xff, 7), 0xffffffe0u);
-	CU_ASSERT_EQUAL(fabnet_imm_pack(0x1234, 0x56, 3), 0x12345660u);
+	CU_ASSERT_EQUAL(fabnet_imm_pack(0xffff, 0xff, 7, 0), 0xffffffe0u);
+	CU_ASSERT_EQUAL(fabnet_imm_pack(0xffff, 0xff, 7, 0xff), 0xffffffffu);
+	CU_ASSERT_EQUAL(fabnet_imm_pack(0x1234, 0x56, 3, 0x15), 0x12345675u);
 }
 
 static void imm_unpack_rejects_values_wider_than_32_bits(void)
@@ -1034,14 +1069,14 @@ static void imm_unpack_rejects_values_wider_than_32_bits(void)
 		CU_ASSERT_PTR_NOT_NULL(fabnet_imm_unpack(bad[i], &imm));
 }
 
-static void imm_unpack_rejects_reserved_bits(void)
+static void imm_generation_bits_do_not_touch_the_other_fields(void)
 {
-	uint32_t good = fabnet_imm_pack(5, 6, 7);
-	struct fabnet_imm imm;
+	for (unsigned g = 0; g <= FABNET_IMM_GEN_MASK; g++) {
+		struct fabnet_imm imm = {0, 0, 0, 0};
 
-	CU_ASSERT_PTR_NULL(fabnet_imm_unpack(good, &imm));
-	for (int bit = 0; bit < 5; bit++)
-		CU_ASSERT_PTR_NOT_NULL(fabnet_imm_unpack(good | 1u << bit, &imm));
+		CU_ASSERT_PTR_NULL(fabnet_imm_unpack(fabnet_imm_pack(5, 6, 7, (uint8_t)g), &imm));
+		CU_ASSERT(imm.comm_id == 5 && imm.seq == 6 && imm.idx == 7 && imm.gen == g);
+	}
 }
 
 static void imm_unpack_rejects_comm_id_0(void)
@@ -1049,8 +1084,8 @@ static void imm_unpack_rejects_comm_id_0(void)
 	struct fabnet_imm imm;
 
 	CU_ASSERT_PTR_NOT_NULL(fabnet_imm_unpack(0, &imm));
-	CU_ASSERT_PTR_NOT_NULL(fabnet_imm_unpack(fabnet_imm_pack(0, 0xff, 7), &imm));
-	CU_ASSERT_PTR_NOT_NULL(fabnet_imm_unpack(fabnet_imm_pack(0, 1, 0), &imm));
+	CU_ASSERT_PTR_NOT_NULL(fabnet_imm_unpack(fabnet_imm_pack(0, 0xff, 7, 3), &imm));
+	CU_ASSERT_PTR_NOT_NULL(fabnet_imm_unpack(fabnet_imm_pack(0, 1, 0, 0), &imm));
 }
 
 
@@ -1199,6 +1234,7 @@ void register_wire_tests(void)
 	UNIT_ADD(s, fin_of_a_failed_send_reports_its_size_without_writes);
 	UNIT_ADD(s, close_round_trips_with_its_final_sequence);
 	UNIT_ADD(s, message_header_starts_with_magic_version_and_type);
+	UNIT_ADD(s, every_message_carries_the_connection_token);
 
 	UNIT_ADD(s, encoders_return_0_when_the_buffer_is_too_small);
 	UNIT_ADD(s, eager_encoder_needs_room_for_the_payload);
@@ -1234,8 +1270,8 @@ void register_wire_tests(void)
 
 	UNIT_ADD(s, imm_round_trips_for_every_index_and_sequence);
 	UNIT_ADD(s, imm_round_trips_for_random_values);
-	UNIT_ADD(s, imm_layout_is_comm_seq_index_then_5_zero_bits);
+	UNIT_ADD(s, imm_layout_is_comm_seq_index_then_5_generation_bits);
 	UNIT_ADD(s, imm_unpack_rejects_values_wider_than_32_bits);
-	UNIT_ADD(s, imm_unpack_rejects_reserved_bits);
+	UNIT_ADD(s, imm_generation_bits_do_not_touch_the_other_fields);
 	UNIT_ADD(s, imm_unpack_rejects_comm_id_0);
 }
