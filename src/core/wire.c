@@ -250,12 +250,23 @@ size_t fabnet_msg_encode_close(void *buf, size_t len, uint32_t dst_id, uint32_t 
 	return FABNET_MSG_HDR_SIZE;
 }
 
-size_t fabnet_msg_encode_ping(void *buf, size_t len, uint32_t dst_id, uint32_t src_id)
+#define PING_FIXED 16
+
+size_t fabnet_msg_encode_ping(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			      uint64_t own_token, const void *addr, uint8_t addrlen)
 {
-	if (len < FABNET_MSG_HDR_SIZE)
+	size_t need = FABNET_MSG_HDR_SIZE + PING_FIXED + (size_t)addrlen;
+	uint8_t *p;
+
+	if (len < need || addrlen == 0 || addrlen > FABNET_ADDR_MAX)
 		return 0;
-	put_hdr(buf, FABNET_MSG_PING, dst_id, src_id, 0);
-	return FABNET_MSG_HDR_SIZE;
+	p = put_hdr(buf, FABNET_MSG_PING, dst_id, src_id, 0);
+	put64(&p, own_token);
+	put8(&p, addrlen);
+	for (int i = 0; i < 7; i++)
+		put8(&p, 0);
+	memcpy(p, addr, addrlen);
+	return need;
 }
 
 const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
@@ -388,10 +399,19 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 			return "CLOSE has the wrong length";
 		return NULL;
 	case FABNET_MSG_PING:
-		if (body != 0)
-			return "PING has the wrong length";
+		if (body < PING_FIXED)
+			return "PING too short";
 		if (m->seq != 0)
 			return "PING carries a sequence";
+		m->u.ping.token = get64(&p);
+		m->u.ping.addrlen = get8(&p);
+		for (int i = 0; i < 7; i++)
+			if (get8(&p))
+				return "PING reserved bytes set";
+		if (m->u.ping.addrlen == 0 || m->u.ping.addrlen > FABNET_ADDR_MAX ||
+		    body != PING_FIXED + (size_t)m->u.ping.addrlen)
+			return "PING address length does not match the message";
+		m->u.ping.addr = p;
 		return NULL;
 	default:
 		return "unknown message type";

@@ -40,7 +40,8 @@ enum fabnet_msg_type {
 	FABNET_MSG_EAGER,       /* sender -> receiver: small payload inline */
 	FABNET_MSG_FIN,         /* sender -> receiver: size and write count of a send */
 	FABNET_MSG_CLOSE,       /* either way: this side closed after `seq` operations */
-	FABNET_MSG_PING,        /* either way: keepalive; its delivery proves the peer lives */
+	FABNET_MSG_PING,        /* either way: keepalive; its delivery proves the peer lives,
+				 * and a peer without the comm answers it with a CLOSE */
 	FABNET_MSG_TYPE_MAX
 };
 
@@ -124,6 +125,11 @@ struct fabnet_msg {
 			uint32_t nwrites;
 			uint64_t size;
 		} fin;
+		struct {
+			uint64_t token;   /* the sending comm's own: for a CLOSE back */
+			uint8_t addrlen;
+			const uint8_t *addr; /* the sending endpoint's */
+		} ping;
 	} u;
 };
 
@@ -155,7 +161,11 @@ size_t fabnet_msg_encode_fin(void *buf, size_t len, uint32_t dst_id, uint32_t sr
 			     uint64_t size);
 size_t fabnet_msg_encode_close(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 			       uint32_t final_seq);
-size_t fabnet_msg_encode_ping(void *buf, size_t len, uint32_t dst_id, uint32_t src_id);
+/* A PING names the sender's own token and endpoint address, so that a peer
+ * which no longer has the comm (closed, its CLOSE lost; or the id reused)
+ * can answer with a CLOSE the sender accepts. */
+size_t fabnet_msg_encode_ping(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			      uint64_t own_token, const void *addr, uint8_t addrlen);
 
 /* Stamps the connection token into an encoded message's header (the
  * encoders leave it zero). A random 64-bit value each side chooses for its

@@ -335,8 +335,39 @@ int fabnet_ctl_send(struct fabnet_comm *c, struct fabnet_op *op, void *buf, size
 	return fabnet_proto_post(c, op);
 }
 
+static void loose_sent(struct fabnet_op *op, int err, const struct fi_cq_data_entry *e)
+{
+	(void)err;
+	(void)e;
+	fabnet_dev_txbuf_put(op->dev, op->buf);
+	fabnet_pool_put(&PD(op->dev)->wops, op);
+}
+
+int fabnet_ctl_send_loose(struct fabnet_dev *dev, fi_addr_t peer, void *buf, size_t len)
+{
+	struct fabnet_op *op = fabnet_pool_get(&PD(dev)->wops);
+
+	if (!op)
+		return -1;
+	memset(op, 0, sizeof(*op));
+	op->kind = FABNET_OP_SEND;
+	op->best_effort = 1;
+	op->cb = loose_sent;
+	op->buf = buf;
+	op->len = len;
+	op->desc = fabnet_dev_txbuf_desc(dev);
+	op->peer = peer;
+	if (fabnet_dev_post(dev, op)) {
+		fabnet_pool_put(&PD(dev)->wops, op);
+		return -1;
+	}
+	return 0;
+}
+
 struct fabnet_comm *fabnet_op_comm(const struct fabnet_op *op)
 {
+	if (op->cb == loose_sent)
+		return NULL;
 	if (op->cb == ctl_sent)
 		return op->owner;
 	return ((struct fabnet_req *)op->owner)->comm;
@@ -379,7 +410,8 @@ void fabnet_proto_check_peer_now(struct fabnet_comm *c)
 	buf = fabnet_dev_txbuf_get(c->dev);
 	if (!buf)
 		return;
-	len = fabnet_msg_encode_ping(buf, c->dev->buf_size, c->peer_id, c->id);
+	len = fabnet_msg_encode_ping(buf, c->dev->buf_size, c->peer_id, c->id, c->token,
+				     c->dev->addr, (uint8_t)c->dev->addrlen);
 	if (len)
 		fabnet_msg_set_token(buf, c->peer_token);
 	clock_gettime(CLOCK_MONOTONIC, &c->ping_sent);

@@ -155,12 +155,63 @@ void fabnet_conn_on_close(struct fabnet_dev *dev, const struct fabnet_msg *m)
 {
 	struct fabnet_comm *c = fabnet_proto_lookup(dev, m->dst_id);
 
-	if (!c || c->kind == FABNET_LISTEN || c->closing || c->peer_id != m->src_id)
+	/* The first CLOSE says how far the peer got; one answering a PING later
+	 * (below) knows nothing of that and must not move it. */
+	if (!c || c->kind == FABNET_LISTEN || c->closing || c->peer_id != m->src_id ||
+	    c->peer_closed)
 		return;
 	c->peer_closed = 1;
 	c->peer_final_seq = m->seq;
 	FN_INFO(NCCL_NET, "fabnet: peer of comm %u on %s closed after %u operations", c->id,
 		dev->name, m->seq);
+}
+
+/* A PING's delivery is its answer while our comm lives. One for a comm we no
+ * longer have (closed, with our CLOSE lost or never sent; or its id issued
+ * again since) would be delivered just the same, and its sender would wait on
+ * its receives for good: answer it with a CLOSE of 0 operations, in its own
+ * token, to its endpoint. Only to an endpoint already in our address vector
+ * (a peer we had; a forged PING cannot make us insert addresses or reach
+ * anyone new) and at most PINGBACK_PER_S a second per device. */
+#define PINGBACK_PER_S 20
+
+static int pingback_ok(struct fabnet_proto_dev *pd)
+{
+	struct timespec now;
+	uint64_t ms;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
+	if (ms - pd->pingback_window_ms >= 1000) {
+		pd->pingback_window_ms = ms;
+		pd->pingbacks = 0;
+	}
+	return pd->pingbacks++ < PINGBACK_PER_S;
+}
+
+void fabnet_conn_on_ping(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_comm *c = fabnet_proto_lookup(dev, m->dst_id);
+	fi_addr_t peer;
+	void *buf;
+	size_t len;
+
+	if (c && c->kind != FABNET_LISTEN && !c->closing && m->token == c->token)
+		return; /* alive; the token check already drops one from a stranger */
+	if (m->src_id == 0 || m->src_id > FABNET_MAX_COMMS ||
+	    !fabnet_dev_peer_known(dev, m->u.ping.addr, m->u.ping.addrlen, &peer) ||
+	    !pingback_ok(PD(dev)))
+		return;
+	buf = fabnet_dev_txbuf_get(dev);
+	if (!buf)
+		return;
+	len = fabnet_msg_encode_close(buf, dev->buf_size, m->src_id, m->dst_id, 0);
+	if (len)
+		fabnet_msg_set_token(buf, m->u.ping.token);
+	FN_INFO(NCCL_NET, "fabnet: PING from comm %u for comm %u on %s, which we no longer have: "
+		"answered with a CLOSE", m->src_id, m->dst_id, dev->name);
+	if (!len || fabnet_ctl_send_loose(dev, peer, buf, len))
+		fabnet_dev_txbuf_put(dev, buf);
 }
 
 /* ---- connect ----------------------------------------------------------------- */

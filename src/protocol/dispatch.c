@@ -99,8 +99,9 @@ static int token_ok(struct fabnet_dev *dev, const struct fabnet_msg *m)
 {
 	struct fabnet_comm *c;
 
-	if (m->type == FABNET_MSG_CONNECT || m->type == FABNET_MSG_CONNECT_ACK)
-		return 1;
+	if (m->type == FABNET_MSG_CONNECT || m->type == FABNET_MSG_CONNECT_ACK ||
+	    m->type == FABNET_MSG_PING)
+		return 1; /* PING: fabnet_conn_on_ping tells a stale one from a live one */
 	c = fabnet_proto_lookup(dev, m->dst_id);
 	if (!c || c->kind == FABNET_LISTEN || m->token == c->token)
 		return 1;
@@ -136,7 +137,8 @@ void fabnet_proto_on_msg(struct fabnet_dev *dev, const void *buf, size_t len)
 		fabnet_conn_on_close(dev, &m);
 		break;
 	case FABNET_MSG_PING:
-		break; /* its delivery was the message */
+		fabnet_conn_on_ping(dev, &m);
+		break;
 	case FABNET_MSG_CTS:
 		fabnet_send_on_cts(dev, &m);
 		break;

@@ -81,7 +81,11 @@ ncclResult_t fabnet_comm_usable(struct fabnet_comm *comm, const char *call);
 int fabnet_ctl_send(struct fabnet_comm *c, struct fabnet_op *op, void *buf, size_t len,
 		    int best_effort);
 /* The comm an operation posted by this layer belongs to. */
+/* The comm an op belongs to; NULL for a loose one. */
 struct fabnet_comm *fabnet_op_comm(const struct fabnet_op *op);
+/* A control message no comm owns (the CLOSE answering a PING for a comm we
+ * no longer have): buf is a tx buffer, given back when the send completes. */
+int fabnet_ctl_send_loose(struct fabnet_dev *dev, fi_addr_t peer, void *buf, size_t len);
 /* A request's own message (CTS, EAGER or FIN) from bounce buffer buf of
  * rail k to the peer's rail k. */
 int fabnet_post_msg(struct fabnet_req *r, int k, void *buf, size_t len);
@@ -107,5 +111,6 @@ void fabnet_recv_forget(struct fabnet_req *r, const struct fabnet_rmr *rmr);
 void fabnet_conn_on_connect(struct fabnet_dev *dev, const struct fabnet_msg *m);
 void fabnet_conn_on_ack(struct fabnet_dev *dev, const struct fabnet_msg *m);
 void fabnet_conn_on_close(struct fabnet_dev *dev, const struct fabnet_msg *m);
+void fabnet_conn_on_ping(struct fabnet_dev *dev, const struct fabnet_msg *m);
 
 #endif

@@ -226,6 +226,9 @@ struct fabnet_proto_dev {
 	/* WARNs about dropped peer input, rate-limited (fabnet_drop_log_ok) */
 	uint64_t drop_window_ms;
 	unsigned drop_logged, drop_suppressed;
+	/* CLOSEs answering PINGs for comms we no longer have, rate-limited */
+	uint64_t pingback_window_ms;
+	unsigned pingbacks;
 };
 
 /* All calls below take the device lock themselves. Results are ncclResult_t. */

@@ -229,6 +229,17 @@ void fabnet_dev_group(struct fabnet_dev **devs, int n)
 	}
 }
 
+int fabnet_dev_peer_known(struct fabnet_dev *dev, const void *addr, size_t addrlen,
+			  fi_addr_t *out)
+{
+	for (size_t i = 0; i < dev->npeers; i++)
+		if (dev->peers[i].addrlen == addrlen && !memcmp(dev->peers[i].addr, addr, addrlen)) {
+			*out = dev->peers[i].fi_addr;
+			return 1;
+		}
+	return 0;
+}
+
 int fabnet_dev_peer(struct fabnet_dev *dev, const void *addr, size_t addrlen, fi_addr_t *out)
 {
 	fi_addr_t fa = FI_ADDR_NOTAVAIL;

@@ -186,6 +186,9 @@ void fabnet_dev_unqueue(struct fabnet_dev *dev, struct fabnet_op *op);
 
 /* Looks up or inserts a peer address. Returns 0 or a negative FI_E* code. */
 int fabnet_dev_peer(struct fabnet_dev *dev, const void *addr, size_t addrlen, fi_addr_t *out);
+/* 1 and *out when addr is already in the address vector, else 0 (inserts nothing). */
+int fabnet_dev_peer_known(struct fabnet_dev *dev, const void *addr, size_t addrlen,
+			  fi_addr_t *out);
 
 /* Send bounce buffers, each dev->buf_size bytes; NULL when all are in use. */
 void *fabnet_dev_txbuf_get(struct fabnet_dev *dev);

@@ -647,7 +647,8 @@ static void f_imm_old_gen(const struct forge *f)
 }
 static void f_ping_forged(const struct forge *f)
 {
-	size_t len = fabnet_msg_encode_ping(mbuf, MSGBUF, f->rid, 9999);
+	size_t len = fabnet_msg_encode_ping(mbuf, MSGBUF, f->rid, 9999, 1, dev->addr,
+					    (uint8_t)dev->addrlen);
 
 	inject_msg(mbuf, len);
 }
@@ -1082,6 +1083,50 @@ static int connect_extra(void *handle, struct fabnet_comm **s, struct fabnet_com
 	return 0;
 }
 
+/* The peer's comm is gone without its CLOSE reaching us (lost, or the peer
+ * freed it some other way): our keepalives are still delivered, to the
+ * peer's endpoint, so delivery alone would keep the comm looking alive for
+ * good. The peer answers a PING for a comm it no longer has with a CLOSE. */
+static void stale_ping_case(const char *name, void *handle)
+{
+	struct fabnet_comm *s = NULL, *r = NULL;
+	void *sreq = NULL;
+	ncclResult_t res = ncclSuccess;
+	int64_t deadline;
+
+	begin(name);
+	forged = 0;
+	if (connect_extra(handle, &s, &r))
+		goto out;
+	pthread_mutex_lock(&dev->lock);
+	fabnet_comm_free(r); /* gone, and no CLOSE sent */
+	r = NULL;
+	s->ping_sent.tv_sec = 0; /* a keepalive is due now */
+	s->checked.tv_sec = 0;
+	fabnet_proto_check_peer_now(s);
+	pthread_mutex_unlock(&dev->lock);
+	if (!s->ping_pending) {
+		bad("harness: no keepalive went out");
+		goto out;
+	}
+	deadline = now_ms() + 3000;
+	while (res == ncclSuccess && now_ms() < deadline) {
+		progress(2);
+		res = fabnet_api_isend(s, sbuf, 100, TAG0, smh, &sreq);
+		if (sreq) {
+			bad("an isend on the comm got a request: something answered with a CTS");
+			goto out;
+		}
+	}
+	if (res == ncclSuccess)
+		bad("3 s after a keepalive to a comm the peer no longer has, the send comm still "
+		    "takes sends (it waits for a CTS that cannot come)");
+out:
+	if (s)
+		fabnet_api_close(s, 2);
+	report(name);
+}
+
 /* A rendezvous send waiting for room on its rail when its comm fails must
  * end, with an error: its writes will never be posted. */
 static void stalled_send_case(const char *name, void *handle)
@@ -1414,6 +1459,7 @@ int main(int argc, char **argv)
 			   "wrap)", 300);
 	}
 	stalled_send_case("a send waiting for a full rail when its comm fails", handle);
+	stale_ping_case("a keepalive to a comm the peer no longer has, its CLOSE lost", handle);
 
 	cur_case = "teardown";
 	fabnet_api_dereg_mr(rc, rmh);

@@ -363,7 +363,8 @@ static size_t sample_msg(uint8_t type, uint8_t *buf, size_t cap, uint32_t dst)
 	case FABNET_MSG_CLOSE:
 		return fabnet_msg_encode_close(buf, cap, dst, 16, 42);
 	case FABNET_MSG_PING:
-		return fabnet_msg_encode_ping(buf, cap, dst, 16);
+		return fabnet_msg_encode_ping(buf, cap, dst, 16, 0x1122334455667788ull, sample_addr,
+					      sizeof(sample_addr));
 	default:
 		return 0;
 	}
