@@ -158,11 +158,15 @@ static void dispatch(struct fabnet_dev *dev, const struct fi_cq_data_entry *e)
 {
 	struct fabnet_op *op = e->op_context;
 
-	/* We never send messages with CQ data, so remote CQ data is a peer's write
-	 * landing here. Some providers (sockets) also flag our own writedata's local
-	 * completion with FI_REMOTE_CQ_DATA: FI_WRITE tells those apart. */
+	/* Remote CQ data on anything but a received message is a peer's write
+	 * landing here. Some providers (sockets) also flag our own writedata's
+	 * local completion with FI_REMOTE_CQ_DATA: FI_WRITE tells those apart. A
+	 * message that carries CQ data (fi_senddata: never fabnet's) is a message,
+	 * and rx_complete drops it; taken for a write it counted towards a receive
+	 * and, without FI_RX_CQ_DATA, its buffer was never posted again. */
 	if ((e->flags & FI_REMOTE_WRITE) ||
-	    ((e->flags & FI_REMOTE_CQ_DATA) && !(e->flags & (FI_WRITE | FI_SEND | FI_READ)))) {
+	    ((e->flags & FI_REMOTE_CQ_DATA) &&
+	     !(e->flags & (FI_WRITE | FI_SEND | FI_READ | FI_RECV | FI_MSG)))) {
 		dev->up.on_imm(dev, e->data);
 		/* With FI_RX_CQ_DATA the write consumed one of our receive buffers. */
 		if (dev->rx_cq_data && op && op->kind == FABNET_OP_RECV) {
@@ -299,8 +303,15 @@ static void rx_complete(struct fabnet_op *op, int err, const struct fi_cq_data_e
 
 	if (err == FI_ECANCELED)
 		return; /* the endpoint is closing */
-	if (!err)
+	if (!err && (e->flags & FI_REMOTE_CQ_DATA)) {
+		/* The first, then one in 1000: a flood must not drown the log. */
+		if (dev->foreign_msgs++ % 1000 == 0)
+			FN_WARN("fabnet: dropped a message with immediate data on %s (%llu so far): "
+				"fabnet never sends one. Something else sends to this endpoint.",
+				dev->name, (unsigned long long)dev->foreign_msgs);
+	} else if (!err) {
 		dev->up.on_msg(dev, op->buf, e->len);
+	}
 	if (fabnet_dev_post(dev, op))
 		FN_WARN("fabnet: could not re-post a receive buffer on %s", dev->name);
 }

@@ -144,6 +144,7 @@ struct fabnet_dev {
 	uint8_t *rx_slab;
 	struct fabnet_mr *rx_mr;
 	struct fabnet_op *rx_ops;
+	uint64_t foreign_msgs;  /* messages with CQ data (not ours) dropped */
 	unsigned ntx;
 	uint8_t *tx_slab;
 	struct fabnet_mr *tx_mr;

@@ -645,6 +645,67 @@ static void f_imm_old_gen(const struct forge *f)
 	fin(f->rid, f->sid, f->p->seq, 0, 0, 1, 5000);
 	inject_imm(fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0, (uint8_t)(gen() - 1)));
 }
+/* A message sent with CQ data (fi_senddata), the data a valid immediate for
+ * the posted receive whose FIN announced one write: a message is no write,
+ * so nothing may count, and its receive buffer must be posted again. */
+struct probe {
+	struct fabnet_op op;
+	int done, err;
+};
+
+static void probe_done(struct fabnet_op *op, int err, const struct fi_cq_data_entry *e)
+{
+	struct probe *pr = (struct probe *)op;
+
+	(void)e;
+	pr->done = 1;
+	pr->err = err;
+}
+
+static unsigned rx_posted(void)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < dev->nrx; i++)
+		n += dev->rx_ops[i].posted || dev->rx_ops[i].queued;
+	return n;
+}
+
+static void f_senddata_imm(const struct forge *f)
+{
+	static struct probe pr;
+	fi_addr_t self;
+	unsigned before;
+	ssize_t ret;
+
+	fin(f->rid, f->sid, f->p->seq, 0, 0, 1, 5000);
+	if (fabnet_dev_peer(dev, dev->addr, dev->addrlen, &self)) {
+		bad("harness: our own address is not usable");
+		return;
+	}
+	memset(&pr, 0, sizeof(pr));
+	pr.op.cb = probe_done;
+	memset(sbuf, 0x77, 32);
+	pthread_mutex_lock(&dev->lock);
+	before = rx_posted();
+	ret = fi_senddata(dev->ep, sbuf, 32, ((struct fabnet_rmr *)smh)->mr[0]->desc,
+			  fabnet_imm_pack(f->rid, (uint8_t)f->p->seq, 0, gen()), self, &pr.op.ctx);
+	pthread_mutex_unlock(&dev->lock);
+	if (ret) {
+		bad("harness: fi_senddata failed (%zd)", ret);
+		return;
+	}
+	for (int i = 0; i < 2000 && !pr.done; i++)
+		progress(1);
+	progress(20);
+	pthread_mutex_lock(&dev->lock);
+	if (!pr.done)
+		bad("harness: the fi_senddata never completed");
+	else if (rx_posted() != before)
+		bad("a receive buffer was not posted again after a message with CQ data (%u of %u "
+		    "posted, %u before)", rx_posted(), dev->nrx, before);
+	pthread_mutex_unlock(&dev->lock);
+}
 static void f_ping_forged(const struct forge *f)
 {
 	size_t len = fabnet_msg_encode_ping(mbuf, MSGBUF, f->rid, 9999, 1, dev->addr,
@@ -1416,6 +1477,8 @@ int main(int argc, char **argv)
 	/* other messages */
 	recv_case("CLOSE from a comm that is not the peer", 1, 100, f_close_wrong_src, 0);
 	recv_case("PING from a stranger", 1, 100, f_ping_forged, 0);
+	recv_case("a message with CQ data carrying the posted receive's immediate data", 1, 65536,
+		  f_senddata_imm, MAY_TAINT);
 
 	/* right ids, no token */
 	recv_case("EAGER right in every field but the connection's token", 1, 100,
