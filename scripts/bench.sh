@@ -48,6 +48,14 @@
 #   BENCH_SWEEP       1: also one fabnet-perf sweep per provider (lat, uni, bidir,
 #                     ring; tables, CSV, JSON and an SVG plot in BENCH_RESULTS)
 #   BENCH_SKIP_DEPS=1 do not check or install Debian packages
+#   BENCH_PLUGINS     other NCCL net plugins to measure beside fabnet (paths of
+#                     libnccl-net-X.so, space-separated): each is a contender
+#                     named X, run through the same fabnet-perf, alternated with
+#                     fabnet and raw libfabric in every round, and reported with
+#                     fabnet/X (bandwidth, goal >= 1) and fabnet - X (latency,
+#                     goal <= 0). They run with FI_PROVIDER set to the provider
+#                     (and FI_TCP_IFACE to the tcp domain) plus BENCH_PLUGIN_ENV
+#                     (say "OFI_NCCL_PROTOCOL=SENDRECV" for aws-ofi-nccl)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -66,6 +74,17 @@ PORT=${BENCH_PORT:-9230}
 RUN_TIMEOUT=${BENCH_TIMEOUT:-90}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-5}
 SWEEP=${BENCH_SWEEP:-1}
+PLUGIN_ENV=${BENCH_PLUGIN_ENV:-}
+# Other plugins as contenders: their names (from libnccl-net-NAME.so) and paths.
+EXTRA_NAMES=() EXTRA_PATHS=()
+for p in ${BENCH_PLUGINS:-}; do
+	[ -f "$p" ] || { echo "bench: BENCH_PLUGINS names $p, which is not a file" >&2; exit 2; }
+	n=$(basename "$p" .so); n=${n#libnccl-net-}; n=${n#libnccl-net}; n=${n:-plugin}
+	case " fabnet raw iperf3 iperf3-l1M memcpy ${EXTRA_NAMES[*]} " in
+	*" $n "*) n="$n-$((${#EXTRA_NAMES[@]} + 1))" ;;
+	esac
+	EXTRA_NAMES+=("$n") EXTRA_PATHS+=("$(cd "$(dirname "$p")" && pwd)/$(basename "$p")")
+done
 
 case $BUILD in /*) ;; *) BUILD=$top/$BUILD ;; esac
 case $RESULTS in /*) ;; *) RESULTS=$top/$RESULTS ;; esac
@@ -265,7 +284,10 @@ iters_for() { # SIZE
 }
 
 prov_env() { # PROVIDER -> environment for fabnet-perf
-	if [ "$1" = tcp ]; then echo "FABNET_PROVIDER=tcp FABNET_IFACE=$TCP_DOMAIN"; else echo "FABNET_PROVIDER=$1"; fi
+	if [ -n "${CUR_EXTRA:-}" ]; then
+		# shellcheck disable=SC2086
+		if [ "$1" = tcp ]; then echo "FI_PROVIDER=tcp FI_TCP_IFACE=$TCP_DOMAIN $PLUGIN_ENV"; else echo "FI_PROVIDER=$1 $PLUGIN_ENV"; fi
+	elif [ "$1" = tcp ]; then echo "FABNET_PROVIDER=tcp FABNET_IFACE=$TCP_DOMAIN"; else echo "FABNET_PROVIDER=$1"; fi
 }
 ft_dom() { if [ "$1" = tcp ]; then echo "-d $TCP_DOMAIN"; fi; }
 
@@ -276,7 +298,7 @@ fabnet_bw() { # PROVIDER SIZE
 	local out=$tmp/fabnet.out js=$tmp/fabnet.json
 	rm -f "$js"
 	# shellcheck disable=SC2046
-	if env $(prov_env "$1") timeout -k 5 "$RUN_TIMEOUT" "$PERF" --plugin "$PLUGIN" -m uni \
+	if env $(prov_env "$1") timeout -k 5 "$RUN_TIMEOUT" "$PERF" --plugin "${CUR_EXTRA:-$PLUGIN}" -m uni \
 		-b "$2" -e "$2" --iters "$(iters_for "$2")" --window "$WINDOW" --warmup 10 \
 		--json "$js" >"$out" 2>&1; then
 		V=$(jq -r --argjson s "$2" '.results[] | select(.mode == "uni" and .size == $s and .wrong == 0)
@@ -290,12 +312,16 @@ fabnet_lat() { # PROVIDER
 	local out=$tmp/fabnet.out js=$tmp/fabnet.json
 	rm -f "$js"
 	# shellcheck disable=SC2046
-	if env $(prov_env "$1") timeout -k 5 "$RUN_TIMEOUT" "$PERF" --plugin "$PLUGIN" -m lat \
+	if env $(prov_env "$1") timeout -k 5 "$RUN_TIMEOUT" "$PERF" --plugin "${CUR_EXTRA:-$PLUGIN}" -m lat \
 		--lat-iters "$LAT_ITERS" --json "$js" >"$out" 2>&1; then
 		V=$(jq -r 'select(.latency.wrong == 0) | .latency.median_us * 10000 | round / 10000' "$js" 2>/dev/null || true)
 	fi
 	[ -n "$V" ] || { log "fabnet-perf $1 latency failed:"; tail -5 "$out" >&2; }
 }
+
+# Another plugin, through the same fabnet-perf runs: PATH PROVIDER [SIZE].
+extra_bw() { CUR_EXTRA=$1; shift; fabnet_bw "$@"; CUR_EXTRA=""; }
+extra_lat() { CUR_EXTRA=$1; shift; fabnet_lat "$@"; CUR_EXTRA=""; }
 
 # Runs a fabtests server and client on this machine; leaves their outputs in
 # $tmp/srv.out and $tmp/cli.out. Returns non-zero if either failed.
@@ -372,8 +398,20 @@ memcpy_bw() {
 
 # ---- 2. measurements -----------------------------------------------------------
 log "libfabric $LF; plugin $PLUGIN; tcp domain $TCP_DOMAIN; $(nproc) CPUs"
+for i in "${!EXTRA_NAMES[@]}"; do log "contender ${EXTRA_NAMES[i]}: ${EXTRA_PATHS[i]}"; done
 log "$REPS rounds; sizes $SIZES; $BYTES bytes per bandwidth run; window $WINDOW; $LAT_ITERS round trips per latency run"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# The contenders of one measurement in this round's order: as given in odd
+# rounds, reversed in even ones (each a command line; paths have no spaces).
+alternate() { # "COMMAND ARGS"...
+	local runs=("$@") i
+	if ((ROUND % 2)); then
+		for ((i = 0; i < ${#runs[@]}; i++)); do ${runs[i]}; done
+	else
+		for ((i = ${#runs[@]} - 1; i >= 0; i--)); do ${runs[i]}; done
+	fi
+}
 
 for ((ROUND = 1; ROUND <= REPS; ROUND++)); do
 	if ((ROUND % 2)); then ORDER="fabnet-first"; provs=$PROVIDERS; else
@@ -381,13 +419,18 @@ for ((ROUND = 1; ROUND <= REPS; ROUND++)); do
 	fi
 	for prov in $provs; do
 		for size in $SIZES; do
-			fab=(measure "$prov" bw "$size" fabnet GB/s fabnet_bw "$prov" "$size")
-			raw=(measure "$prov" bw "$size" raw GB/s raw_bw "$prov" "$size")
-			if ((ROUND % 2)); then "${fab[@]}"; "${raw[@]}"; else "${raw[@]}"; "${fab[@]}"; fi
+			runs=("measure $prov bw $size fabnet GB/s fabnet_bw $prov $size"
+			      "measure $prov bw $size raw GB/s raw_bw $prov $size")
+			for i in "${!EXTRA_NAMES[@]}"; do
+				runs+=("measure $prov bw $size ${EXTRA_NAMES[i]} GB/s extra_bw ${EXTRA_PATHS[i]} $prov $size")
+			done
+			alternate "${runs[@]}"
 		done
-		fab=(measure "$prov" lat 8 fabnet us fabnet_lat "$prov")
-		raw=(measure "$prov" lat 8 raw us raw_lat "$prov")
-		if ((ROUND % 2)); then "${fab[@]}"; "${raw[@]}"; else "${raw[@]}"; "${fab[@]}"; fi
+		runs=("measure $prov lat 8 fabnet us fabnet_lat $prov" "measure $prov lat 8 raw us raw_lat $prov")
+		for i in "${!EXTRA_NAMES[@]}"; do
+			runs+=("measure $prov lat 8 ${EXTRA_NAMES[i]} us extra_lat ${EXTRA_PATHS[i]} $prov")
+		done
+		alternate "${runs[@]}"
 	done
 	measure tcp limit 0 iperf3 GB/s iperf_bw
 	measure tcp limit 0 iperf3-l1M GB/s iperf_bw -l 1M
@@ -428,9 +471,9 @@ median() { usable "$@" | awk '{ print $2 }' | med; }
 nsamples() { usable "$@" | wc -l | tr -d ' '; }
 spread() { usable "$@" | awk '{ if (NR == 1 || $2 < lo) lo = $2; if (NR == 1 || $2 > hi) hi = $2 } END { if (NR) printf "%s-%s", lo, hi }'; }
 # Median over rounds of fabnet/raw (OP "/") or fabnet-raw (OP "-") taken within
-# one round, from runs that ran next to each other.
-paired() { # PROVIDER MEASURE SIZE OP
-	join <(usable "$1" "$2" "$3" fabnet | sort -k1,1 -u) <(usable "$1" "$2" "$3" raw | sort -k1,1 -u) |
+# one round, from runs that ran next to each other (or against OTHER).
+paired() { # PROVIDER MEASURE SIZE OP [OTHER: raw]
+	join <(usable "$1" "$2" "$3" fabnet | sort -k1,1 -u) <(usable "$1" "$2" "$3" "${5:-raw}" | sort -k1,1 -u) |
 		awk -v op="$4" '{ print (op == "/" ? ($3 ? $2 / $3 : 0) : $2 - $3) }' | med
 }
 calc() { awk "BEGIN { printf \"%.4f\", $1 }"; }
@@ -489,6 +532,15 @@ table=$tmp/table.txt
 			printf '%-5s %-9s %9s %9s %9s %9s %5s  %-16s %-16s\n' "$prov" "bw $(human_size "$size")" "${f:-FAIL}" "${r:-FAIL}" \
 				"${ratio:--}" "${pr:--}" "$(nsamples "$prov" bw "$size" fabnet)/$(nsamples "$prov" bw "$size" raw)" \
 				"$(spread "$prov" bw "$size" fabnet)" "$(spread "$prov" bw "$size" raw)"
+			for x in "${EXTRA_NAMES[@]}"; do
+				addm "$prov" bw "$size" "$x" GB/s
+				o=$(median "$prov" bw "$size" "$x") ratio="" pr=$(paired "$prov" bw "$size" / "$x")
+				[ -n "$f" ] && [ -n "$o" ] && ratio=$(calc "$f / $o")
+				addr "$prov" "$size" "fabnet/${x}_bw" "$ratio" ratio ">=" 1.0 "$pr"
+				printf '%-5s %-9s %9s %9s %9s %9s %5s  %-16s %-16s\n' "$prov" "bw $(human_size "$size")" "${f:-FAIL}" \
+					"${o:-FAIL}" "${ratio:--}" "${pr:--}" "$(nsamples "$prov" bw "$size" "$x")" "vs $x" \
+					"$(spread "$prov" bw "$size" "$x")"
+			done
 		done
 		addm "$prov" lat 8 fabnet us
 		addm "$prov" lat 8 raw us
@@ -499,6 +551,14 @@ table=$tmp/table.txt
 		printf '%-5s %-9s %9s %9s %9s %9s %5s  %-16s %-16s\n' "$prov" "lat 8B" "${f:-FAIL}" "${r:-FAIL}" \
 			"${gap:--}" "${pr:--}" "$(nsamples "$prov" lat 8 fabnet)/$(nsamples "$prov" lat 8 raw)" \
 			"$(spread "$prov" lat 8 fabnet)" "$(spread "$prov" lat 8 raw)"
+		for x in "${EXTRA_NAMES[@]}"; do
+			addm "$prov" lat 8 "$x" us
+			o=$(median "$prov" lat 8 "$x") gap="" pr=$(paired "$prov" lat 8 - "$x")
+			[ -n "$f" ] && [ -n "$o" ] && gap=$(calc "$f - $o")
+			addr "$prov" 8 "fabnet-${x}_lat" "$gap" us "<=" 0 "$pr"
+			printf '%-5s %-9s %9s %9s %9s %9s %5s  %-16s %-16s\n' "$prov" "lat 8B" "${f:-FAIL}" "${o:-FAIL}" \
+				"${gap:--}" "${pr:--}" "$(nsamples "$prov" lat 8 "$x")" "vs $x" "$(spread "$prov" lat 8 "$x")"
+		done
 	done
 	addm tcp limit 0 iperf3 GB/s
 	addm tcp limit 0 iperf3-l1M GB/s
@@ -543,7 +603,8 @@ cat >"$RESULTS/bench-results.json" <<JSON
   "libfabric": {"version": "${lfver:-unknown}", "prefix": "$(jstr "$LF")", "tcp_domain": "$TCP_DOMAIN"},
   "config": {"rounds": $REPS, "sizes": [$(echo "$SIZES" | awk '{ $1 = $1; gsub(/ /, ","); print }')], "bytes_per_bw_run": $BYTES,
              "window": $WINDOW, "lat_round_trips": $LAT_ITERS, "raw_lat_blocks": $LAT_BLOCKS,
-             "iperf3_seconds": $IPERF_SECS, "quiet_wait_s": $QUIET_WAIT, "retries": $RETRIES},
+             "iperf3_seconds": $IPERF_SECS, "quiet_wait_s": $QUIET_WAIT, "retries": $RETRIES,
+             "other_plugins": [$(for i in "${!EXTRA_NAMES[@]}"; do printf '%s{"name": "%s", "path": "%s"}' "$([ "$i" = 0 ] || echo ", ")" "${EXTRA_NAMES[i]}" "$(jstr "${EXTRA_PATHS[i]}")"; done)]},
   "units": {"bw": "GB/s = 10^9 bytes/s", "lat": "microseconds one way (fabnet: half the median round trip; raw: median over blocks of the mean half round trip)"},
   "medians": [$json_m
   ],
