@@ -403,8 +403,9 @@ static int user_ops_busy(struct fabnet_comm *c)
 		if (!c->reqs.in_use[i])
 			continue;
 		r = fabnet_pool_at(&c->reqs, i);
-		if (r->kind == FABNET_REQ_SEND && r->u.send.writes_posted != r->u.send.writes_done)
-			return 1;
+		if (r->kind == FABNET_REQ_SEND && r->u.send.writes_posted != r->u.send.writes_done &&
+		    r->u.send.draining != FABNET_DRAIN_GIVEN_UP)
+			return 1; /* (deregMr waited for those already) */
 		if (r->kind == FABNET_REQ_FLUSH && r->msg_pending)
 			return 1;
 		if (r->kind == FABNET_REQ_RECV && !c->peer_closed && c->state == FABNET_READY)

@@ -116,7 +116,7 @@ struct fabnet_req {
 			uint32_t writes_done;
 			struct fabnet_req *stall_next; /* waiting for a write op or a rail */
 			uint8_t stalled;
-			uint8_t draining;      /* its buffer is being deregistered: writes out */
+			uint8_t draining;      /* FABNET_DRAIN_*: its buffer deregistered */
 		} send;
 		struct {
 			/* the reads on rails 1.. (rail 0's is msg_op); msg_pending counts them all */
@@ -124,6 +124,11 @@ struct fabnet_req {
 		} flush;
 	} u;
 };
+
+/* A send whose buffer is deregistered while the provider holds its writes:
+ * the deregMr waits for them (WAIT); once it gave up on them (the peer never
+ * completes them: a closed target on shm) nothing waits for them again. */
+enum { FABNET_DRAIN_NONE, FABNET_DRAIN_WAIT, FABNET_DRAIN_GIVEN_UP };
 
 struct fabnet_cts_slot {
 	uint8_t valid;

@@ -82,8 +82,10 @@ static void forget_mr(struct fabnet_rmr *rmr)
  * provider: they read the buffer, which NCCL frees as soon as deregMr
  * returns (tcp then fails the whole connection on EFAULT, shm copies from
  * freed pages). */
-static int writes_draining(struct fabnet_proto_dev *pd)
+static int writes_draining(struct fabnet_proto_dev *pd, int give_up)
 {
+	int n = 0;
+
 	for (uint32_t id = 1; id < pd->cap; id++) {
 		struct fabnet_comm *c = pd->table[id];
 		if (!c || c->kind != FABNET_SEND)
@@ -93,12 +95,17 @@ static int writes_draining(struct fabnet_proto_dev *pd)
 			if (!c->reqs.in_use[i])
 				continue;
 			r = fabnet_pool_at(&c->reqs, i);
-			if (r->kind == FABNET_REQ_SEND && r->u.send.draining &&
-			    r->u.send.writes_done != r->u.send.writes_posted)
-				return 1;
+			if (r->kind != FABNET_REQ_SEND || r->u.send.draining != FABNET_DRAIN_WAIT)
+				continue;
+			if (r->u.send.writes_done == r->u.send.writes_posted)
+				r->u.send.draining = FABNET_DRAIN_NONE;
+			else if (give_up)
+				r->u.send.draining = FABNET_DRAIN_GIVEN_UP;
+			else
+				n++;
 		}
 	}
-	return 0;
+	return n;
 }
 
 static void wait_writes(struct fabnet_dev *dev)
@@ -107,12 +114,15 @@ static void wait_writes(struct fabnet_dev *dev)
 	struct timespec start;
 
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	while (writes_draining(PD(dev)) && fabnet_elapsed_ms(&start) < timeout) {
+	while (writes_draining(PD(dev), 0) && fabnet_elapsed_ms(&start) < timeout) {
 		if (fabnet_dev_progress(dev))
 			break;
 		sched_yield();
 	}
-	if (writes_draining(PD(dev)))
+	/* Those still out are given up on: a later deregMr or close would only
+	 * wait for them again, the timeout each time, with the proxy thread (and
+	 * every other comm of the device) held meanwhile. */
+	if (writes_draining(PD(dev), 1))
 		FN_WARN("fabnet: deregMr on %s: RMA writes from the buffer still in flight after %u "
 			"ms (FABNET_PEER_TIMEOUT_MS); the provider may still read it", dev->name,
 			timeout);
@@ -122,7 +132,7 @@ void fabnet_proto_dereg(struct fabnet_rmr *rmr)
 {
 	if (rmr->dev->proto) {
 		forget_mr(rmr);
-		if (writes_draining(PD(rmr->dev)))
+		if (writes_draining(PD(rmr->dev), 0))
 			wait_writes(rmr->dev);
 	}
 	for (int k = 0; k < rmr->nrails; k++)

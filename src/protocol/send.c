@@ -183,6 +183,6 @@ void fabnet_send_forget(struct fabnet_req *r, const struct fabnet_rmr *rmr)
 	fabnet_proto_send_stop(r);
 	r->u.send.mr = NULL;
 	r->u.send.data = NULL;
-	r->u.send.draining = 1; /* deregMr waits for the writes the provider holds */
+	r->u.send.draining = FABNET_DRAIN_WAIT; /* deregMr waits for the writes out */
 	fabnet_sched_cancel_queued(r); /* may free r, if NCCL already let it go */
 }

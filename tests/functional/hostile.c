@@ -1144,6 +1144,75 @@ static int connect_extra(void *handle, struct fabnet_comm **s, struct fabnet_com
 	return 0;
 }
 
+/* Writes the provider never completes (shm to a peer whose comm closed) hold
+ * a deregMr of their buffer for the peer timeout; they must not hold every
+ * later deregMr and the close as well, the timeout each time, with the
+ * proxy thread and every other comm of the device waiting. A send stalled on
+ * a full rail stands in for them: it is made to look as if the provider held
+ * one of its writes. */
+static void given_up_writes_case(const char *name, void *handle)
+{
+	struct fabnet_comm *s = NULL, *r = NULL;
+	size_t size = 256 * 1024, saved = dev->rail_bytes;
+	void *rreq = NULL, *sreq = NULL, *data = rbuf, *mh = rmh, *mh1 = NULL, *mh2 = NULL;
+	uint8_t *b1 = sbuf, *b2 = sbuf + 512 * 1024;
+	struct fabnet_req *sr;
+	int tag = TAG0;
+	int64_t deadline, t0, t1, t2;
+
+	begin(name);
+	forged = 0;
+	if (connect_extra(handle, &s, &r))
+		goto out;
+	if (fabnet_api_reg_mr(s, b1, size, NCCL_PTR_HOST, &mh1) != ncclSuccess ||
+	    fabnet_api_reg_mr(s, b2, 4096, NCCL_PTR_HOST, &mh2) != ncclSuccess) {
+		bad("harness: regMr failed");
+		goto out;
+	}
+	deadline = now_ms() + 5000;
+	while (!rreq && now_ms() < deadline)
+		if (fabnet_api_irecv(r, 1, &data, &size, &tag, &mh, &rreq) != ncclSuccess)
+			break;
+	dev->rail_bytes = fabnet_config()->rail_inflight; /* the send waits for its rail */
+	while (rreq && !sreq && now_ms() < deadline)
+		if (fabnet_api_isend(s, b1, size, tag, mh1, &sreq) != ncclSuccess)
+			break;
+	if (!rreq || !sreq) {
+		bad("could not post the receive and the send (%p, %p)", rreq, sreq);
+		goto out;
+	}
+	sr = sreq;
+	pthread_mutex_lock(&dev->lock);
+	sr->u.send.writes_posted = sr->u.send.writes_done + 1; /* "the provider holds one" */
+	pthread_mutex_unlock(&dev->lock);
+	t0 = now_ms();
+	fabnet_api_dereg_mr(s, mh1); /* waits the peer timeout, then gives them up */
+	mh1 = NULL;
+	t1 = now_ms();
+	fabnet_api_dereg_mr(s, mh2);
+	mh2 = NULL;
+	t2 = now_ms();
+	if (t1 - t0 < (int64_t)fabnet_config()->peer_timeout_ms / 2)
+		bad("harness: the first deregMr did not wait for the write (%" PRId64 " ms)", t1 - t0);
+	else if (t2 - t1 > (int64_t)fabnet_config()->peer_timeout_ms / 2)
+		bad("a deregMr of another buffer waited %" PRId64 " ms for the write the first one "
+		    "gave up on", t2 - t1);
+	pthread_mutex_lock(&dev->lock);
+	sr->u.send.writes_posted = sr->u.send.writes_done; /* back to the truth */
+	pthread_mutex_unlock(&dev->lock);
+out:
+	dev->rail_bytes = saved;
+	if (mh1)
+		fabnet_api_dereg_mr(s, mh1);
+	if (mh2)
+		fabnet_api_dereg_mr(s, mh2);
+	if (s)
+		fabnet_api_close(s, 2);
+	if (r)
+		fabnet_api_close(r, 3);
+	report(name);
+}
+
 /* The peer's comm is gone without its CLOSE reaching us (lost, or the peer
  * freed it some other way): our keepalives are still delivered, to the
  * peer's endpoint, so delivery alone would keep the comm looking alive for
@@ -1523,6 +1592,7 @@ int main(int argc, char **argv)
 	}
 	stalled_send_case("a send waiting for a full rail when its comm fails", handle);
 	stale_ping_case("a keepalive to a comm the peer no longer has, its CLOSE lost", handle);
+	given_up_writes_case("writes a deregMr gave up on hold no later deregMr", handle);
 
 	cur_case = "teardown";
 	fabnet_api_dereg_mr(rc, rmh);
