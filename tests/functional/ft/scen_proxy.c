@@ -346,9 +346,10 @@ static const struct ppart parts[] = {
 	{"4b: iflush, FABNET_GDR_FLUSH=always (fresh process)", part_flush_always, NULL},
 	{"5a: deregMr, free, close with nothing in flight", part_teardown_idle, NULL},
 	{"5b: abort 2 of 4 channels mid-traffic, the others carry on", part_abort,
-	 "on shm, closeSend with RMA in flight waits 10 s in wait_user_ops (protocol/conn.c) "
-	 "and the keepalives it starves fail the live comms (issue 12, defects 7 and 10; "
-	 "the tcp connection reset and the re-posted freed send are fixed)"},
+	 "on shm, now and then a live comm of the peer fails with 'the peer did not take a "
+	 "keepalive within 10000 ms' while the aborting ranks wait in deregMr and close for "
+	 "writes shm never completes (issue 12, defects 7 and 10; the tcp connection reset, "
+	 "the re-posted freed send and the wait repeated per buffer are fixed)"},
 	{"6: connect/accept retried in the loop among traffic", part_connect, NULL},
 };
 
