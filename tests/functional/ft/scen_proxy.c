@@ -25,7 +25,8 @@
  *    without requests in flight; NCCL closes a listen comm once accept
  *    returned a comm.
  *
- * Parts failing on a known plugin defect are skipped unless FT_PROXY_ALL=1.
+ * Parts failing on a known defect are skipped, on the providers where they
+ * fail, unless FT_PROXY_ALL=1.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -335,30 +336,59 @@ static int part_connect(struct ft *ft, const void *arg)
 struct ppart {
 	const char *name;
 	int (*fn)(struct ft *, const void *);
-	const char *defect; /* NULL: runs */
+	const char *skip_on; /* providers it is skipped on (NULL: none; "": all) */
+	const char *defect;  /* why */
 };
 
 static const struct ppart parts[] = {
-	{"1: NCCL_STEPS slots, Simple/LL/LL128 step sizes", part_steps, NULL},
-	{"2: 4 channels round-robin from one proxy loop", part_channels, NULL},
-	{"3: shared comm, 8/4/2 tags grouped, senders out of step", part_shared, NULL},
-	{"4: iflush after receives into dma-buf memory", part_flush, NULL},
-	{"4b: iflush, FABNET_GDR_FLUSH=always (fresh process)", part_flush_always, NULL},
-	{"5a: deregMr, free, close with nothing in flight", part_teardown_idle, NULL},
-	{"5b: abort 2 of 4 channels mid-traffic, the others carry on", part_abort,
-	 "on shm, now and then a live comm of the peer fails with 'the peer did not take a "
-	 "keepalive within 10000 ms' while the aborting ranks wait in deregMr and close for "
-	 "writes shm never completes (issue 12, defects 7 and 10; the tcp connection reset, "
-	 "the re-posted freed send and the wait repeated per buffer are fixed)"},
-	{"6: connect/accept retried in the loop among traffic", part_connect, NULL},
+	{"1: NCCL_STEPS slots, Simple/LL/LL128 step sizes", part_steps, NULL, NULL},
+	{"2: 4 channels round-robin from one proxy loop", part_channels, NULL, NULL},
+	{"3: shared comm, 8/4/2 tags grouped, senders out of step", part_shared, NULL, NULL},
+	{"4: iflush after receives into dma-buf memory", part_flush, NULL, NULL},
+	{"4b: iflush, FABNET_GDR_FLUSH=always (fresh process)", part_flush_always, NULL, NULL},
+	{"5a: deregMr, free, close with nothing in flight", part_teardown_idle, NULL, NULL},
+	/* A write into the aborted receiver's buffer after its deregMr breaks
+	 * every transfer between the two processes on the software providers:
+	 * shm and udp (rxd) report "unknown key" once and then stall the
+	 * writer's traffic to that process for good (sends EAGAIN without end,
+	 * packets resent without end); libfabric 1.17's tcp;ofi_rxm drops the
+	 * connection ("Transport endpoint is not connected" on a live comm's
+	 * write; seen under the contract layer). On p4d-like EFA (RMA emulated
+	 * by the provider) the receiving process dies: libfabric's efa aborts it
+	 * ("EFA internal error: (4111) RMA address verification failed", 1 run
+	 * in 5 on the soft EFA device); p5's device write fails that one write. */
+	{"5b: abort 2 of 4 channels mid-traffic, the others carry on", part_abort, "",
+	 "a peer's write into the aborted receiver's deregistered buffer breaks all traffic "
+	 "between the two processes on shm, udp and 1.17's tcp, and aborts the receiving "
+	 "process on EFA without device RMA (issue 12, defect 7: needs a revoke of the posted "
+	 "receive, confirmed by the sender, before its buffer goes)"},
+	{"6: connect/accept retried in the loop among traffic", part_connect, NULL, NULL},
 };
+
+/* The provider (FABNET_PROVIDER) is one of those listed; an automatic
+ * choice could be any of them. */
+static int skipped_here(const char *list)
+{
+	const char *prov = getenv("FABNET_PROVIDER");
+	size_t n;
+
+	if (!list)
+		return 0;
+	if (!*list || !prov || !*prov)
+		return 1;
+	n = strlen(prov);
+	for (const char *p = list; (p = strstr(p, prov)); p += n)
+		if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+			return 1;
+	return 0;
+}
 
 int scen_proxy(struct ft *ft)
 {
 	const char *all = getenv("FT_PROXY_ALL");
 
 	for (size_t k = 0; k < sizeof(parts) / sizeof(parts[0]); k++) {
-		if (parts[k].defect && !(all && !strcmp(all, "1"))) {
+		if (skipped_here(parts[k].skip_on) && !(all && !strcmp(all, "1"))) {
 			if (ft->rank == 0)
 				printf("# nccl-proxy: part %s skipped (FT_PROXY_ALL=1 runs it): %s\n",
 				       parts[k].name, parts[k].defect);
