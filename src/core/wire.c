@@ -250,6 +250,15 @@ size_t fabnet_msg_encode_close(void *buf, size_t len, uint32_t dst_id, uint32_t 
 	return FABNET_MSG_HDR_SIZE;
 }
 
+size_t fabnet_msg_encode_revoke(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+				uint32_t seq, int confirm)
+{
+	if (len < FABNET_MSG_HDR_SIZE)
+		return 0;
+	put_hdr(buf, confirm ? FABNET_MSG_REVOKED : FABNET_MSG_REVOKE, dst_id, src_id, seq);
+	return FABNET_MSG_HDR_SIZE;
+}
+
 #define PING_FIXED 16
 
 size_t fabnet_msg_encode_ping(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
@@ -397,6 +406,13 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 	case FABNET_MSG_CLOSE:
 		if (body != 0)
 			return "CLOSE has the wrong length";
+		return NULL;
+	case FABNET_MSG_REVOKE:
+	case FABNET_MSG_REVOKED:
+		if (body != 0)
+			return "REVOKE has the wrong length";
+		if (m->src_id == 0 || m->src_id > 0xffff)
+			return "REVOKE from a comm id out of range";
 		return NULL;
 	case FABNET_MSG_PING:
 		if (body < PING_FIXED)

@@ -42,6 +42,9 @@ enum fabnet_msg_type {
 	FABNET_MSG_CLOSE,       /* either way: this side closed after `seq` operations */
 	FABNET_MSG_PING,        /* either way: keepalive; its delivery proves the peer lives,
 				 * and a peer without the comm answers it with a CLOSE */
+	FABNET_MSG_REVOKE,      /* receiver -> sender: receive `seq` is withdrawn (its buffer
+				 * is being deregistered): write no more into it */
+	FABNET_MSG_REVOKED,     /* sender -> receiver: no write into receive `seq` is left */
 	FABNET_MSG_TYPE_MAX
 };
 
@@ -164,6 +167,9 @@ size_t fabnet_msg_encode_close(void *buf, size_t len, uint32_t dst_id, uint32_t 
 /* A PING names the sender's own token and endpoint address, so that a peer
  * which no longer has the comm (closed, its CLOSE lost; or the id reused)
  * can answer with a CLOSE the sender accepts. */
+/* REVOKE (confirm 0) or REVOKED (confirm 1) of receive seq. */
+size_t fabnet_msg_encode_revoke(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+				uint32_t seq, int confirm);
 size_t fabnet_msg_encode_ping(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 			      uint64_t own_token, const void *addr, uint8_t addrlen);
 

@@ -364,6 +364,24 @@ int fabnet_ctl_send_loose(struct fabnet_dev *dev, fi_addr_t peer, void *buf, siz
 	return 0;
 }
 
+void fabnet_comm_send_revoke(struct fabnet_comm *c, int confirm, uint32_t seq)
+{
+	void *buf = fabnet_dev_txbuf_get(c->dev);
+	size_t len;
+
+	if (!buf) {
+		FN_WARN("fabnet: no send buffer for a %s of seq %u on comm %u (%s): the peer waits "
+			"for it until FABNET_PEER_TIMEOUT_MS", confirm ? "REVOKED" : "REVOKE", seq,
+			c->id, c->dev->name);
+		return;
+	}
+	len = fabnet_msg_encode_revoke(buf, c->dev->buf_size, c->peer_id, c->id, seq, confirm);
+	if (len)
+		fabnet_msg_set_token(buf, c->peer_token);
+	if (!len || fabnet_ctl_send_loose(c->dev, c->peer, buf, len))
+		fabnet_dev_txbuf_put(c->dev, buf);
+}
+
 struct fabnet_comm *fabnet_op_comm(const struct fabnet_op *op)
 {
 	if (op->cb == loose_sent)

@@ -148,6 +148,12 @@ void fabnet_proto_on_msg(struct fabnet_dev *dev, const void *buf, size_t len)
 	case FABNET_MSG_FIN:
 		fabnet_recv_on_fin(dev, &m);
 		break;
+	case FABNET_MSG_REVOKE:
+		fabnet_send_on_revoke(dev, &m);
+		break;
+	case FABNET_MSG_REVOKED:
+		fabnet_recv_on_revoked(dev, &m);
+		break;
 	default:
 		break;
 	}

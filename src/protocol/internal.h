@@ -86,6 +86,8 @@ struct fabnet_comm *fabnet_op_comm(const struct fabnet_op *op);
 /* A control message no comm owns (the CLOSE answering a PING for a comm we
  * no longer have): buf is a tx buffer, given back when the send completes. */
 int fabnet_ctl_send_loose(struct fabnet_dev *dev, fi_addr_t peer, void *buf, size_t len);
+/* REVOKE (confirm 0) or REVOKED (1) of receive seq to the comm's peer. */
+void fabnet_comm_send_revoke(struct fabnet_comm *c, int confirm, uint32_t seq);
 /* A request's own message (CTS, EAGER or FIN) from bounce buffer buf of
  * rail k to the peer's rail k. */
 int fabnet_post_msg(struct fabnet_req *r, int k, void *buf, size_t len);
@@ -103,9 +105,11 @@ void fabnet_proto_send_stop(struct fabnet_req *r);
 /* ---- send.c, recv.c: incoming messages and deregistration ------------------ */
 void fabnet_send_on_cts(struct fabnet_dev *dev, const struct fabnet_msg *m);
 void fabnet_send_forget(struct fabnet_req *r, const struct fabnet_rmr *rmr);
+void fabnet_send_on_revoke(struct fabnet_dev *dev, const struct fabnet_msg *m);
 void fabnet_recv_on_eager(struct fabnet_dev *dev, const struct fabnet_msg *m);
 void fabnet_recv_on_fin(struct fabnet_dev *dev, const struct fabnet_msg *m);
 void fabnet_recv_forget(struct fabnet_req *r, const struct fabnet_rmr *rmr);
+void fabnet_recv_on_revoked(struct fabnet_dev *dev, const struct fabnet_msg *m);
 
 /* ---- conn.c ---------------------------------------------------------------- */
 void fabnet_conn_on_connect(struct fabnet_dev *dev, const struct fabnet_msg *m);

@@ -96,6 +96,7 @@ struct fabnet_req {
 		struct {
 			int n;
 			int ndone;
+			uint8_t revoke;        /* FABNET_REVOKE_*: deregMr withdrew it */
 			struct fabnet_recv_entry e[FABNET_MAX_RECVS];
 		} recv;
 		struct {
@@ -117,6 +118,8 @@ struct fabnet_req {
 			struct fabnet_req *stall_next; /* waiting for a write op or a rail */
 			uint8_t stalled;
 			uint8_t draining;      /* FABNET_DRAIN_*: its buffer deregistered */
+			uint8_t revoked;       /* the receiver withdrew its receive: REVOKED
+						* goes once the writes out are done */
 		} send;
 		struct {
 			/* the reads on rails 1.. (rail 0's is msg_op); msg_pending counts them all */
@@ -129,12 +132,15 @@ struct fabnet_req {
  * the deregMr waits for them (WAIT); once it gave up on them (the peer never
  * completes them: a closed target on shm) nothing waits for them again. */
 enum { FABNET_DRAIN_NONE, FABNET_DRAIN_WAIT, FABNET_DRAIN_GIVEN_UP };
+/* A receive withdrawn by deregMr: REVOKE sent, then the sender's REVOKED. */
+enum { FABNET_REVOKE_NONE, FABNET_REVOKE_SENT, FABNET_REVOKE_DONE };
 
 struct fabnet_cts_slot {
 	uint8_t valid;
 	uint8_t n;
 	uint8_t nextra;   /* receiver's rails after the first, as far as we keep them */
 	uint16_t src;     /* the comm that sent it (checked at the ACK when it came first) */
+	uint8_t revoked;  /* the receiver withdrew receive `seq`: sends for it fail */
 	uint32_t seq;
 	uint32_t taken;
 	struct fabnet_cts_entry e[FABNET_MAX_RECVS];

@@ -254,6 +254,18 @@ void fabnet_proto_on_imm(struct fabnet_dev *dev, uint64_t data)
 	}
 }
 
+void fabnet_recv_on_revoked(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_comm *c = fabnet_proto_lookup(dev, m->dst_id);
+	struct fabnet_req *r;
+
+	if (!c || c->kind != FABNET_RECV || c->peer_id != m->src_id)
+		return;
+	r = c->u.recv.slot[m->seq % FABNET_NSLOTS];
+	if (r && r->seq == m->seq && r->u.recv.revoke == FABNET_REVOKE_SENT)
+		r->u.recv.revoke = FABNET_REVOKE_DONE;
+}
+
 void fabnet_recv_forget(struct fabnet_req *r, const struct fabnet_rmr *rmr)
 {
 	for (int i = 0; i < r->u.recv.n; i++) {

@@ -48,6 +48,76 @@ int fabnet_proto_reg(struct fabnet_dev *dev, void *data, size_t size, int type, 
 	return 0;
 }
 
+/* A receive posted into rmr may still be written by the sender, and the
+ * providers take a write into a region whose registration is gone badly:
+ * shm and udp stall every later transfer between the two processes, 1.17's
+ * tcp;ofi_rxm drops their connection, libfabric's efa aborts the receiving
+ * process where it emulates RMA. So before the registration goes, each such
+ * receive is withdrawn (REVOKE) and the sender confirms (REVOKED) once no
+ * write of its into it is left. send: send the REVOKEs not yet sent.
+ * Returns how many receives still wait for their REVOKED. */
+static int revokes_pending(struct fabnet_proto_dev *pd, const struct fabnet_rmr *rmr, int send)
+{
+	int n = 0;
+
+	for (uint32_t id = 1; id < pd->cap; id++) {
+		struct fabnet_comm *c = pd->table[id];
+		if (!c || c->kind != FABNET_RECV || c->closing || c->state != FABNET_READY ||
+		    c->peer_closed)
+			continue;
+		for (uint32_t i = 0; i < c->reqs.allocated; i++) {
+			struct fabnet_req *r;
+			int open = 0;
+			if (!c->reqs.in_use[i])
+				continue;
+			r = fabnet_pool_at(&c->reqs, i);
+			if (r->kind != FABNET_REQ_RECV || r->u.recv.revoke == FABNET_REVOKE_DONE)
+				continue;
+			for (int k = 0; k < r->u.recv.n; k++)
+				open |= r->u.recv.e[k].mr == rmr && !r->u.recv.e[k].done;
+			if (!open)
+				continue;
+			if (send && r->u.recv.revoke == FABNET_REVOKE_NONE) {
+				r->u.recv.revoke = FABNET_REVOKE_SENT;
+				fabnet_comm_send_revoke(c, 0, r->seq);
+			}
+			n += r->u.recv.revoke == FABNET_REVOKE_SENT;
+		}
+	}
+	return n;
+}
+
+static void check_recv_peers(struct fabnet_proto_dev *pd)
+{
+	for (uint32_t id = 1; id < pd->cap; id++) {
+		struct fabnet_comm *c = pd->table[id];
+		if (c && c->kind == FABNET_RECV && c->state == FABNET_READY && !c->closing)
+			fabnet_proto_check_peer(c);
+	}
+}
+
+static void revoke_receives(struct fabnet_rmr *rmr)
+{
+	struct fabnet_proto_dev *pd = PD(rmr->dev);
+	unsigned timeout = fabnet_config()->peer_timeout_ms;
+	struct timespec start;
+	int n;
+
+	if (!revokes_pending(pd, rmr, 1))
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while ((n = revokes_pending(pd, rmr, 0)) && fabnet_elapsed_ms(&start) < timeout) {
+		if (fabnet_dev_progress(rmr->dev))
+			break;
+		check_recv_peers(pd);
+		sched_yield();
+	}
+	if (n)
+		FN_WARN("fabnet: deregMr on %s: %d receive%s posted into the buffer not withdrawn by "
+			"the sender within %u ms (FABNET_PEER_TIMEOUT_MS); a write of its may still "
+			"land there", rmr->dev->name, n, n > 1 ? "s" : "", timeout);
+}
+
 /* NCCL deregisters and frees its buffers, then closes their comms, and does so
  * with requests in flight on abort. Whatever still names rmr forgets it: a
  * receive entry is marked gone (a late EAGER or write for it is dropped, close
@@ -131,6 +201,7 @@ static void wait_writes(struct fabnet_dev *dev)
 void fabnet_proto_dereg(struct fabnet_rmr *rmr)
 {
 	if (rmr->dev->proto) {
+		revoke_receives(rmr);
 		forget_mr(rmr);
 		if (writes_draining(PD(rmr->dev), 0))
 			wait_writes(rmr->dev);

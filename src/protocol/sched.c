@@ -124,6 +124,11 @@ static void write_done(struct fabnet_op *op, int err, const struct fi_cq_data_en
 	op->dev->rail_bytes -= op->len;
 	fabnet_pool_put(&pd->wops, op);
 	r->u.send.writes_done++;
+	if (r->u.send.revoked && r->u.send.writes_done == r->u.send.writes_posted) {
+		r->u.send.revoked = 0; /* the last write into the withdrawn receive is done */
+		if (!comm->closing && comm->state == FABNET_READY)
+			fabnet_comm_send_revoke(comm, 1, r->seq);
+	}
 	/* We cancel writes only when closing: a provider that cancels them itself
 	 * (tcp, when the connection drops) reports a failure like any other. */
 	if (err && !comm->closing) {

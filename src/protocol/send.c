@@ -31,6 +31,12 @@ ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t s
 	res = fabnet_comm_usable(comm, "isend");
 	if (res)
 		return res;
+	if (cts->revoked && cts->seq == comm->seq) {
+		FN_WARN("fabnet: isend on comm %u (%s): the receiver withdrew receive %u (its "
+			"buffer was deregistered, as NCCL does when it aborts)", comm->id, dev->name,
+			comm->seq);
+		return ncclRemoteError;
+	}
 	if (!cts->valid || cts->seq != comm->seq) {
 		fabnet_proto_check_peer(comm); /* the receiver has not posted yet */
 		return comm->state == FABNET_FAILED ? ncclRemoteError : ncclSuccess;
@@ -150,6 +156,9 @@ void fabnet_send_on_cts(struct fabnet_dev *dev, const struct fabnet_msg *m)
 		return;
 	}
 	s = &c->u.send.cts[m->seq % FABNET_NSLOTS];
+	if (s->revoked && s->seq == m->seq)
+		return; /* withdrawn before its CTS came (messages pass each other on EFA) */
+	s->revoked = 0;
 	if (s->valid) {
 		fabnet_proto_fail_comm(c, "the receiver reused a receive slot still in use");
 		return;
@@ -170,6 +179,46 @@ void fabnet_send_on_cts(struct fabnet_dev *dev, const struct fabnet_msg *m)
 		memcpy(c->u.send.cts_rails + ((size_t)(m->seq % FABNET_NSLOTS) * FABNET_MAX_RECVS +
 					      (size_t)i) * c->u.send.cts_rails_max,
 		       m->u.cts.rail[i], sizeof(m->u.cts.rail[i][0]) * s->nextra);
+}
+
+/* The receiver withdraws receive seq before deregistering its buffers: sends
+ * not started for it fail, sends under way post no more writes, and REVOKED
+ * goes back once no write of ours into it is left (sched.c, write_done). */
+void fabnet_send_on_revoke(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_comm *c = fabnet_proto_lookup(dev, m->dst_id);
+	struct fabnet_cts_slot *s;
+	int waiting = 0;
+
+	if (!c || c->kind != FABNET_SEND || c->closing || c->state != FABNET_READY ||
+	    c->peer_id != m->src_id || m->seq - c->seq + FABNET_NSLOTS > 2 * FABNET_NSLOTS)
+		return; /* not ours, or far outside the window: nothing of ours can be there */
+	s = &c->u.send.cts[m->seq % FABNET_NSLOTS];
+	if (!s->valid || s->seq == m->seq) {
+		s->revoked = 1;
+		s->seq = m->seq;
+	}
+	for (uint32_t i = 0; i < c->reqs.allocated; i++) {
+		struct fabnet_req *r;
+		if (!c->reqs.in_use[i])
+			continue;
+		r = fabnet_pool_at(&c->reqs, i);
+		if (r->kind != FABNET_REQ_SEND || r->seq != m->seq)
+			continue;
+		if (r->u.send.writes_done < r->u.send.nwrites && !r->failed)
+			r->failed = ncclRemoteError;
+		if (r->u.send.stalled)
+			fabnet_stall_remove(PD(dev), r);
+		fabnet_proto_send_stop(r); /* writes queued for a retry still go, and count */
+		if (r->u.send.writes_posted != r->u.send.writes_done) {
+			r->u.send.revoked = 1;
+			waiting++;
+		}
+	}
+	FN_INFO(NCCL_NET, "fabnet: the receiver withdrew receive %u of comm %u on %s (%d sends "
+		"with writes out)", m->seq, c->id, dev->name, waiting);
+	if (!waiting)
+		fabnet_comm_send_revoke(c, 1, m->seq);
 }
 
 void fabnet_send_forget(struct fabnet_req *r, const struct fabnet_rmr *rmr)

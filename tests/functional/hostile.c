@@ -752,9 +752,10 @@ static void f_garbage(const struct forge *f)
 			m[9] = (uint8_t)((type % 2 ? f->sid : f->rid) >> 8);
 			m[10] = m[11] = 0;
 			memcpy(m + 12, &f->p->seq, 4);
-			if (type == FABNET_MSG_CLOSE) {
-				/* a header-only CLOSE from the genuine peer is a valid message,
-				 * not garbage: name a stranger */
+			if (type == FABNET_MSG_CLOSE || type == FABNET_MSG_REVOKE ||
+			    type == FABNET_MSG_REVOKED) {
+				/* a header-only CLOSE or REVOKE from the genuine peer is a valid
+				 * message, not garbage: name a stranger */
 				m[8] = 0x39;
 				m[9] = 0x30;
 			}
@@ -1075,6 +1076,40 @@ static void cts_case(const char *name, int which)
 	}
 	if (post_recv(&p, 1, sizes) == 0)
 		genuine_complete(&p, 0);
+out:
+	report(name);
+}
+
+/* REVOKE withdraws a receive the sender has not finished: from anyone but
+ * the connection's peer (no token) it must change nothing; from the peer it
+ * marks the send window's slot (the control: the injection reaches it). */
+static void revoke_case(const char *name)
+{
+	struct fabnet_cts_slot *s = &sc->u.send.cts[sc->seq % FABNET_NSLOTS];
+	size_t len;
+
+	begin(name);
+	len = fabnet_msg_encode_revoke(mbuf, MSGBUF, sc->id, sc->peer_id, sc->seq, 0);
+	fabnet_msg_set_token(mbuf, sc->token ^ 4);
+	inject_raw(mbuf, len);
+	if (s->revoked) {
+		bad("a REVOKE without the connection's token withdrew receive %u", sc->seq);
+		s->revoked = 0;
+		goto out;
+	}
+	inject_msg(mbuf, len);
+	if (!s->revoked || s->seq != sc->seq) {
+		bad("control: the peer's REVOKE of receive %u did not reach the send comm", sc->seq);
+		goto out;
+	}
+	s->revoked = 0; /* undo the control's effect: the genuine receive of this seq comes */
+	{
+		struct posted p;
+		size_t sizes[1] = {3000};
+		canary_reset();
+		if (post_recv(&p, 1, sizes) == 0)
+			genuine_complete(&p, 0);
+	}
 out:
 	report(name);
 }
@@ -1567,6 +1602,7 @@ int main(int argc, char **argv)
 	cts_case("CTS from a comm that is not the peer", 3);
 	cts_case("CTS from the peer id + 65536", 4);
 	cts_case("CTS right in every field but the connection's token", 5);
+	revoke_case("REVOKE right in every field but the connection's token");
 	connect_case("CONNECT with a wrong nonce", 0);
 	connect_case("CONNECT to a comm that is not a listener", 1);
 	connect_case("CONNECT_ACK for a connected send comm", 2);

@@ -64,6 +64,9 @@ int main(int argc, char **argv)
 	n = fabnet_msg_encode_close(buf, sizeof(buf), 1, 2, 9);
 	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "close", buf, n);
+	n = fabnet_msg_encode_revoke(buf, sizeof(buf), 1, 2, 9, 0);
+	fabnet_msg_set_token(buf, 0x1122334455667788ull);
+	put(dir, "revoke", buf, n);
 	n = fabnet_msg_encode_ping(buf, sizeof(buf), 1, 2, 0x99, h.addr, 16);
 	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "ping", buf, n);

@@ -362,6 +362,10 @@ static size_t sample_msg(uint8_t type, uint8_t *buf, size_t cap, uint32_t dst)
 		return fabnet_msg_encode_fin(buf, cap, dst, 15, 9, 3, 0, 2, 1u << 21);
 	case FABNET_MSG_CLOSE:
 		return fabnet_msg_encode_close(buf, cap, dst, 16, 42);
+	case FABNET_MSG_REVOKE:
+		return fabnet_msg_encode_revoke(buf, cap, dst, 17, 43, 0);
+	case FABNET_MSG_REVOKED:
+		return fabnet_msg_encode_revoke(buf, cap, dst, 17, 43, 1);
 	case FABNET_MSG_PING:
 		return fabnet_msg_encode_ping(buf, cap, dst, 16, 0x1122334455667788ull, sample_addr,
 					      sizeof(sample_addr));
@@ -372,7 +376,8 @@ static size_t sample_msg(uint8_t type, uint8_t *buf, size_t cap, uint32_t dst)
 
 static const char *type_name(uint8_t type)
 {
-	static const char *names[] = {"?", "CONNECT", "CONNECT_ACK", "CTS", "EAGER", "FIN", "CLOSE", "PING"};
+	static const char *names[] = {"?", "CONNECT", "CONNECT_ACK", "CTS", "EAGER", "FIN", "CLOSE", "PING",
+				      "REVOKE", "REVOKED"};
 
 	return type < FABNET_MSG_TYPE_MAX ? names[type] : "?";
 }

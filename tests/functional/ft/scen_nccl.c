@@ -233,9 +233,21 @@ static int dereg_then_close(struct ft *ft, const void *arg)
 	if (ft_sync(ft)) /* A's buffer is gone on rank 0 */
 		goto out;
 	if (ft->rank == 1) {
-		if (post_send(ft, p[0].comm, &a, ASZ, 3, &areq) ||
-		    h_wait(ft, areq, got, ft->op_timeout_ms, &res))
+		int64_t deadline = now_ms() + ft->op_timeout_ms;
+		/* The receiver withdrew the receive before its buffer went (REVOKE):
+		 * the isend may fail at once, or go and end with an error. */
+		res = ncclSuccess;
+		while (!areq && res == ncclSuccess && now_ms() < deadline) {
+			g_step = "isend";
+			res = pl_isend(ft->net, p[0].comm, a.p, ASZ, 3, a.mh, &areq);
+			wd_kick();
+		}
+		if (areq && h_wait(ft, areq, got, ft->op_timeout_ms, &res))
 			goto out;
+		if (!areq && res == ncclSuccess) {
+			fail(ft, "isend into the withdrawn receive kept returning a NULL request");
+			goto out;
+		}
 		vnote("the send into the deregistered buffer ended with %d", (int)res);
 		if (post_send(ft, p[1].comm, &b, BSZ, m.tag, &breq))
 			goto out;

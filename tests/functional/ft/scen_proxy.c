@@ -347,21 +347,7 @@ static const struct ppart parts[] = {
 	{"4: iflush after receives into dma-buf memory", part_flush, NULL, NULL},
 	{"4b: iflush, FABNET_GDR_FLUSH=always (fresh process)", part_flush_always, NULL, NULL},
 	{"5a: deregMr, free, close with nothing in flight", part_teardown_idle, NULL, NULL},
-	/* A write into the aborted receiver's buffer after its deregMr breaks
-	 * every transfer between the two processes on the software providers:
-	 * shm and udp (rxd) report "unknown key" once and then stall the
-	 * writer's traffic to that process for good (sends EAGAIN without end,
-	 * packets resent without end); libfabric 1.17's tcp;ofi_rxm drops the
-	 * connection ("Transport endpoint is not connected" on a live comm's
-	 * write; seen under the contract layer). On p4d-like EFA (RMA emulated
-	 * by the provider) the receiving process dies: libfabric's efa aborts it
-	 * ("EFA internal error: (4111) RMA address verification failed", 1 run
-	 * in 5 on the soft EFA device); p5's device write fails that one write. */
-	{"5b: abort 2 of 4 channels mid-traffic, the others carry on", part_abort, "",
-	 "a peer's write into the aborted receiver's deregistered buffer breaks all traffic "
-	 "between the two processes on shm, udp and 1.17's tcp, and aborts the receiving "
-	 "process on EFA without device RMA (issue 12, defect 7: needs a revoke of the posted "
-	 "receive, confirmed by the sender, before its buffer goes)"},
+	{"5b: abort 2 of 4 channels mid-traffic, the others carry on", part_abort, NULL, NULL},
 	{"6: connect/accept retried in the loop among traffic", part_connect, NULL, NULL},
 };
 
