@@ -82,11 +82,8 @@ static int peer_exited(const struct fabnet_comm *c)
 int fabnet_drop_log_ok(struct fabnet_dev *dev)
 {
 	struct fabnet_proto_dev *pd = PD(dev);
-	struct timespec now;
-	uint64_t ms;
+	uint64_t ms = fabnet_now_ms();
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 	if (ms - pd->drop_window_ms >= 1000) {
 		if (pd->drop_suppressed)
 			FN_WARN("fabnet: %u more dropped messages or writes from peers on %s were not "
@@ -102,6 +99,14 @@ int fabnet_drop_log_ok(struct fabnet_dev *dev)
 	}
 	pd->drop_suppressed++;
 	return 0;
+}
+
+uint64_t fabnet_now_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 }
 
 uint64_t fabnet_elapsed_ms(const struct timespec *since)

@@ -177,11 +177,8 @@ void fabnet_conn_on_close(struct fabnet_dev *dev, const struct fabnet_msg *m)
 
 static int pingback_ok(struct fabnet_proto_dev *pd)
 {
-	struct timespec now;
-	uint64_t ms;
+	uint64_t ms = fabnet_now_ms();
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	ms = (uint64_t)now.tv_sec * 1000 + (uint64_t)now.tv_nsec / 1000000;
 	if (ms - pd->pingback_window_ms >= 1000) {
 		pd->pingback_window_ms = ms;
 		pd->pingbacks = 0;

@@ -69,6 +69,8 @@ static inline void fabnet_proto_check_peer(struct fabnet_comm *comm)
 #define FABNET_DROP_LOG_BURST 10
 int fabnet_drop_log_ok(struct fabnet_dev *dev);
 const struct fabnet_proc *fabnet_self_proc(void);
+/* Milliseconds on the monotonic clock. */
+uint64_t fabnet_now_ms(void);
 uint64_t fabnet_elapsed_ms(const struct timespec *since);
 /* 64 random bits, never 0 (nonces, connection tokens). */
 uint64_t fabnet_random64(void);

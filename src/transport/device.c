@@ -251,11 +251,8 @@ int fabnet_dev_peer(struct fabnet_dev *dev, const void *addr, size_t addrlen, fi
 
 	if (addrlen == 0 || addrlen > FABNET_ADDR_MAX)
 		return -FI_EINVAL;
-	for (size_t i = 0; i < dev->npeers; i++)
-		if (dev->peers[i].addrlen == addrlen && !memcmp(dev->peers[i].addr, addr, addrlen)) {
-			*out = dev->peers[i].fi_addr;
-			return 0;
-		}
+	if (fabnet_dev_peer_known(dev, addr, addrlen, out))
+		return 0;
 	if (dev->npeers == dev->peers_cap) {
 		size_t cap = dev->peers_cap ? dev->peers_cap * 2 : 16;
 		struct fabnet_peer *p = realloc(dev->peers, cap * sizeof(*p));

@@ -1179,6 +1179,31 @@ static int connect_extra(void *handle, struct fabnet_comm **s, struct fabnet_com
 	return 0;
 }
 
+/* Posts a receive of size bytes on r and a send of them from sdata on s while
+ * the rail looks full, so the send waits for room with no write posted.
+ * 0, or -1 after bad(); the caller restores dev->rail_bytes. */
+static int post_stalled_send(struct fabnet_comm *s, struct fabnet_comm *r, void *sdata,
+			     void *smhandle, size_t size, void **rreq, void **sreq)
+{
+	void *data = rbuf, *mh = rmh;
+	int tag = TAG0;
+	int64_t deadline = now_ms() + 5000;
+
+	while (!*rreq && now_ms() < deadline)
+		if (fabnet_api_irecv(r, 1, &data, &size, &tag, &mh, rreq) != ncclSuccess)
+			break;
+	dev->rail_bytes = fabnet_config()->rail_inflight; /* the send waits for its rail */
+	while (*rreq && !*sreq && now_ms() < deadline)
+		if (fabnet_api_isend(s, sdata, size, tag, smhandle, sreq) != ncclSuccess)
+			break;
+	if (!*rreq || !*sreq)
+		return bad("could not post the receive and the send (%p, %p)", *rreq, *sreq);
+	if (((struct fabnet_req *)*sreq)->u.send.writes_posted)
+		return bad("the send posted %u writes on a full rail",
+			   ((struct fabnet_req *)*sreq)->u.send.writes_posted);
+	return 0;
+}
+
 /* Writes the provider never completes (shm to a peer whose comm closed) hold
  * a deregMr of their buffer for the peer timeout; they must not hold every
  * later deregMr and the close as well, the timeout each time, with the
@@ -1189,11 +1214,10 @@ static void given_up_writes_case(const char *name, void *handle)
 {
 	struct fabnet_comm *s = NULL, *r = NULL;
 	size_t size = 256 * 1024, saved = dev->rail_bytes;
-	void *rreq = NULL, *sreq = NULL, *data = rbuf, *mh = rmh, *mh1 = NULL, *mh2 = NULL;
+	void *rreq = NULL, *sreq = NULL, *mh1 = NULL, *mh2 = NULL;
 	uint8_t *b1 = sbuf, *b2 = sbuf + 512 * 1024;
 	struct fabnet_req *sr;
-	int tag = TAG0;
-	int64_t deadline, t0, t1, t2;
+	int64_t t0, t1, t2;
 
 	begin(name);
 	forged = 0;
@@ -1204,18 +1228,8 @@ static void given_up_writes_case(const char *name, void *handle)
 		bad("harness: regMr failed");
 		goto out;
 	}
-	deadline = now_ms() + 5000;
-	while (!rreq && now_ms() < deadline)
-		if (fabnet_api_irecv(r, 1, &data, &size, &tag, &mh, &rreq) != ncclSuccess)
-			break;
-	dev->rail_bytes = fabnet_config()->rail_inflight; /* the send waits for its rail */
-	while (rreq && !sreq && now_ms() < deadline)
-		if (fabnet_api_isend(s, b1, size, tag, mh1, &sreq) != ncclSuccess)
-			break;
-	if (!rreq || !sreq) {
-		bad("could not post the receive and the send (%p, %p)", rreq, sreq);
+	if (post_stalled_send(s, r, b1, mh1, size, &rreq, &sreq))
 		goto out;
-	}
 	sr = sreq;
 	pthread_mutex_lock(&dev->lock);
 	sr->u.send.writes_posted = sr->u.send.writes_done + 1; /* "the provider holds one" */
@@ -1298,8 +1312,8 @@ static void stalled_send_case(const char *name, void *handle)
 {
 	struct fabnet_comm *s = NULL, *r = NULL;
 	size_t size = 256 * 1024, saved = dev->rail_bytes;
-	void *rreq = NULL, *sreq = NULL, *data = rbuf, *mh = rmh;
-	int tag = TAG0, done = 0, got = -1;
+	void *rreq = NULL, *sreq = NULL;
+	int done = 0, got = -1;
 	ncclResult_t res = ncclSuccess;
 	int64_t deadline;
 
@@ -1307,24 +1321,8 @@ static void stalled_send_case(const char *name, void *handle)
 	forged = 0;
 	if (connect_extra(handle, &s, &r))
 		goto out;
-	deadline = now_ms() + 5000;
-	while (!rreq && now_ms() < deadline)
-		if (fabnet_api_irecv(r, 1, &data, &size, &tag, &mh, &rreq) != ncclSuccess)
-			break;
-	/* the rail looks full: the send must wait for it */
-	dev->rail_bytes = fabnet_config()->rail_inflight;
-	while (rreq && !sreq && now_ms() < deadline)
-		if (fabnet_api_isend(s, sbuf, size, tag, smh, &sreq) != ncclSuccess)
-			break;
-	if (!rreq || !sreq) {
-		bad("could not post the receive and the send (%p, %p)", rreq, sreq);
+	if (post_stalled_send(s, r, sbuf, smh, size, &rreq, &sreq))
 		goto out;
-	}
-	if (((struct fabnet_req *)sreq)->u.send.writes_posted) {
-		bad("the send posted %u writes on a full rail",
-		    ((struct fabnet_req *)sreq)->u.send.writes_posted);
-		goto out;
-	}
 	fabnet_proto_fail_comm(s, "failed by fabnet-hostile, its send waiting for a rail");
 	deadline = now_ms() + 3000;
 	while (!done && now_ms() < deadline) {
