@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/random.h>
 
@@ -53,30 +54,85 @@ const struct fabnet_proc *fabnet_self_proc(void)
 	return &me;
 }
 
-/* Gone, or a zombie nobody reaped yet (our own child, in tests). */
-static int peer_exited(const struct fabnet_comm *c)
+/* A process of our pid namespace: 1 alive (*start: its start time, clock
+ * ticks after boot, field 22 of /proc/PID/stat, which tells it from a later
+ * process under the same pid), 0 gone or a zombie nobody reaped yet (our own
+ * child, in tests), -1 cannot tell (/proc hidden). */
+static int proc_state(uint32_t pid, uint64_t *start)
 {
-	const struct fabnet_proc *me = fabnet_self_proc();
-	char path[64], stat[256];
-	const char *paren;
+	char path[64], stat[512];
+	const char *p;
 	ssize_t n;
 	int fd;
 
-	if (!c->peer_proc.host || me->host != c->peer_proc.host || !c->peer_proc.pid)
-		return 0;
-	if (kill((pid_t)c->peer_proc.pid, 0) == -1)
-		return errno == ESRCH;
-	snprintf(path, sizeof(path), "/proc/%u/stat", c->peer_proc.pid);
+	snprintf(path, sizeof(path), "/proc/%u/stat", pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return 0;
+		return kill((pid_t)pid, 0) == -1 && errno == ESRCH ? 0 : -1;
 	n = read(fd, stat, sizeof(stat) - 1);
 	close(fd);
 	if (n <= 0)
-		return 0;
+		return -1;
 	stat[n] = '\0';
-	paren = strrchr(stat, ')');
-	return paren && (paren[2] == 'Z' || paren[2] == 'X');
+	p = strrchr(stat, ')'); /* the command name may hold anything */
+	if (!p || p[1] != ' ' || !p[2])
+		return -1;
+	if (p[2] == 'Z' || p[2] == 'X')
+		return 0;
+	p += 2; /* field 3, the state */
+	for (int field = 3; field < 22 && p; field++) {
+		p = strchr(p, ' ');
+		p = p ? p + 1 : NULL;
+	}
+	*start = p ? strtoull(p, NULL, 10) : 0;
+	return 1;
+}
+
+static int same_pid_ns(const struct fabnet_proc *peer)
+{
+	const struct fabnet_proc *me = fabnet_self_proc();
+
+	return peer->host && peer->host == me->host && peer->pid;
+}
+
+/* The peer's process as its CONNECT or ACK names it (which only a holder of
+ * the listener's handle can send). Where it runs beside us its pid tells its
+ * death sooner than keepalives can, on providers that cannot see it at all
+ * (shm): but only a pid that names a live process now counts, with that
+ * process's start time, so that a wrong or forged pid cannot fail a live
+ * comm, and a pid issued again after the peer exited cannot keep it alive. */
+void fabnet_comm_set_peer_proc(struct fabnet_comm *c, const struct fabnet_proc *proc)
+{
+	uint64_t start = 0;
+
+	c->peer_proc = *proc;
+	c->peer_start = 0;
+	if (!same_pid_ns(proc))
+		return;
+	switch (proc_state(proc->pid, &start)) {
+	case 1:
+		c->peer_start = start;
+		break;
+	case 0:
+		FN_INFO(NCCL_NET, "fabnet: %s comm %u on %s: the peer names process %u of this "
+			"host, which is not alive: its keepalives alone tell whether it is",
+			c->kind == FABNET_SEND ? "send" : "recv", c->id, c->dev->name, proc->pid);
+		c->peer_proc.pid = 0;
+		break;
+	default:
+		break;
+	}
+}
+
+static int peer_exited(const struct fabnet_comm *c)
+{
+	uint64_t start = 0;
+	int st;
+
+	if (!same_pid_ns(&c->peer_proc))
+		return 0;
+	st = proc_state(c->peer_proc.pid, &start);
+	return st == 0 || (st == 1 && c->peer_start && start != c->peer_start);
 }
 
 int fabnet_drop_log_ok(struct fabnet_dev *dev)
@@ -116,6 +172,20 @@ uint64_t fabnet_elapsed_ms(const struct timespec *since)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (uint64_t)(now.tv_sec - since->tv_sec) * 1000 +
 	       (uint64_t)((now.tv_nsec - since->tv_nsec) / 1000000);
+}
+
+/* The device lock is the caller's (the API layer takes it around every call).
+ * A wait on the peer gives it up between two looks, so the other comms of
+ * the device, driven by other threads (NCCL's proxy threads of other
+ * communicators), go on meanwhile; what the wait looks at is read afresh
+ * after each pause. */
+void fabnet_proto_wait_pause(struct fabnet_dev *dev)
+{
+	const struct timespec nap = {0, 20000};
+
+	pthread_mutex_unlock(&dev->lock);
+	nanosleep(&nap, NULL);
+	pthread_mutex_lock(&dev->lock);
 }
 
 uint64_t fabnet_random64(void)

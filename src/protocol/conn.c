@@ -18,7 +18,6 @@
  */
 #include <config.h>
 
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,7 +118,7 @@ void fabnet_conn_on_ack(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	}
 	c->peer_id = (uint16_t)m->src_id;
 	c->peer_token = m->token;
-	c->peer_proc = m->u.ack.proc;
+	fabnet_comm_set_peer_proc(c, &m->u.ack.proc);
 	agree_eager(c, m->seq);
 	for (int i = 0; i < FABNET_NSLOTS; i++) {
 		struct fabnet_cts_slot *s = &c->u.send.cts[i];
@@ -356,7 +355,7 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 	}
 	c->peer_id = (uint16_t)p.src_id;
 	c->peer_token = p.token;
-	c->peer_proc = p.proc;
+	fabnet_comm_set_peer_proc(c, &p.proc);
 	agree_eager(c, p.eager_max);
 	c->state = FABNET_READY;
 	{
@@ -392,7 +391,8 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
  *  - a recv comm with receives outstanding waits for the writes announced to
  *    land, and for the sender's CLOSE (or the sender's death), because some
  *    providers (shm) keep copying into a buffer after its MR is closed.
- * Waiting is bounded by FABNET_PEER_TIMEOUT_MS and by the peer checks. */
+ * Waiting is bounded by FABNET_PEER_TIMEOUT_MS and by the peer checks, and
+ * gives the device lock up between looks: the device's other comms go on. */
 static int user_ops_busy(struct fabnet_comm *c)
 {
 	for (uint32_t i = 0; i < c->reqs.capacity; i++) {
@@ -433,7 +433,7 @@ static void wait_user_ops(struct fabnet_comm *c)
 		if (fabnet_dev_progress(c->dev))
 			break;
 		fabnet_proto_check_peer(c);
-		sched_yield();
+		fabnet_proto_wait_pause(c->dev);
 	}
 	if (user_ops_busy(c))
 		FN_WARN("fabnet: closing comm %u on %s with RMA operations still in flight after "
@@ -509,7 +509,7 @@ ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
 				clock_gettime(CLOCK_MONOTONIC, &start);
 				while (op->queued && fabnet_elapsed_ms(&start) < CLOSE_FLUSH_MS &&
 				       !fabnet_dev_progress(dev))
-					sched_yield();
+					fabnet_proto_wait_pause(dev);
 			}
 			if (dev->delivery_needs_peer) {
 				/* rxd delivers only while we progress: see it through. */
@@ -517,7 +517,7 @@ ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
 				clock_gettime(CLOCK_MONOTONIC, &start);
 				while ((op->queued || op->posted) && fabnet_elapsed_ms(&start) < CLOSE_FLUSH_MS &&
 				       !fabnet_dev_progress(dev))
-					sched_yield();
+					fabnet_proto_wait_pause(dev);
 			}
 		}
 	}

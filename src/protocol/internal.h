@@ -69,9 +69,14 @@ static inline void fabnet_proto_check_peer(struct fabnet_comm *comm)
 #define FABNET_DROP_LOG_BURST 10
 int fabnet_drop_log_ok(struct fabnet_dev *dev);
 const struct fabnet_proc *fabnet_self_proc(void);
+/* The peer's process, from its CONNECT or CONNECT_ACK. */
+void fabnet_comm_set_peer_proc(struct fabnet_comm *c, const struct fabnet_proc *proc);
 /* Milliseconds on the monotonic clock. */
 uint64_t fabnet_now_ms(void);
 uint64_t fabnet_elapsed_ms(const struct timespec *since);
+/* What a loop waiting on the peer (deregMr, close) does between two looks:
+ * gives the device lock up for a moment. Called with it held. */
+void fabnet_proto_wait_pause(struct fabnet_dev *dev);
 /* 64 random bits, never 0 (nonces, connection tokens). */
 uint64_t fabnet_random64(void);
 struct fabnet_comm *fabnet_comm_new(struct fabnet_dev *dev, uint8_t kind);

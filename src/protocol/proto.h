@@ -181,6 +181,7 @@ struct fabnet_comm {
 	uint8_t flush_rails_logged;
 	uint8_t polls;          /* check_peer calls since it last read the clock */
 	struct fabnet_proc peer_proc; /* from CONNECT / CONNECT_ACK */
+	uint64_t peer_start;          /* its start time, where it runs beside us */
 	struct timespec ping_sent;
 	struct timespec checked;  /* last liveness check */
 	struct fabnet_op ping_op;

@@ -7,7 +7,6 @@
  */
 #include <config.h>
 
-#include <sched.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -110,7 +109,7 @@ static void revoke_receives(struct fabnet_rmr *rmr)
 		if (fabnet_dev_progress(rmr->dev))
 			break;
 		check_recv_peers(pd);
-		sched_yield();
+		fabnet_proto_wait_pause(rmr->dev);
 	}
 	if (n)
 		FN_WARN("fabnet: deregMr on %s: %d receive%s posted into the buffer not withdrawn by "
@@ -187,11 +186,11 @@ static void wait_writes(struct fabnet_dev *dev)
 	while (writes_draining(PD(dev), 0) && fabnet_elapsed_ms(&start) < timeout) {
 		if (fabnet_dev_progress(dev))
 			break;
-		sched_yield();
+		fabnet_proto_wait_pause(dev);
 	}
 	/* Those still out are given up on: a later deregMr or close would only
-	 * wait for them again, the timeout each time, with the proxy thread (and
-	 * every other comm of the device) held meanwhile. */
+	 * wait for them again, the timeout each time, with the calling thread
+	 * (NCCL's proxy or its abort) held meanwhile. */
 	if (writes_draining(PD(dev), 1))
 		FN_WARN("fabnet: deregMr on %s: RMA writes from the buffer still in flight after %u "
 			"ms (FABNET_PEER_TIMEOUT_MS); the provider may still read it", dev->name,

@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "api/plugin.h"
@@ -1345,6 +1346,197 @@ out:
 	report(name);
 }
 
+/* Another pair on the same device, driven by a thread of its own the way
+ * NCCL's proxy threads of other communicators drive theirs: round trips of
+ * an eager-sized message, the longest one timed. */
+struct bystander {
+	struct fabnet_comm *s, *r;
+	void *smh, *rmh;
+	uint8_t sbuf[256], rbuf[256];
+	int stop, measuring, rounds; /* shared with the thread: __atomic */
+	int failed;                  /* the thread's until it is joined */
+	int64_t longest_ms;          /* of the round trips begun while measuring */
+};
+
+static int bystander_round(struct bystander *b)
+{
+	void *data = b->rbuf, *rreq = NULL, *sreq = NULL;
+	size_t size = sizeof(b->rbuf);
+	int tag = TAG0, rdone = 0, sdone = 0, got;
+	int64_t deadline = now_ms() + CASE_TIMEOUT_MS;
+
+	while (!rreq && now_ms() < deadline)
+		if (fabnet_api_irecv(b->r, 1, &data, &size, &tag, &b->rmh, &rreq) != ncclSuccess)
+			return -1;
+	while (!sreq && now_ms() < deadline)
+		if (fabnet_api_isend(b->s, b->sbuf, sizeof(b->sbuf), tag, b->smh, &sreq) != ncclSuccess)
+			return -1;
+	while ((!rdone || !sdone) && now_ms() < deadline) {
+		if ((!rdone && fabnet_api_test(rreq, &rdone, &got) != ncclSuccess) ||
+		    (!sdone && fabnet_api_test(sreq, &sdone, &got) != ncclSuccess))
+			return -1;
+	}
+	return rdone && sdone && !memcmp(b->rbuf, b->sbuf, sizeof(b->rbuf)) ? 0 : -1;
+}
+
+static void *bystander_main(void *arg)
+{
+	struct bystander *b = arg;
+
+	for (int n = 0; !__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE); n++) {
+		int measuring = __atomic_load_n(&b->measuring, __ATOMIC_ACQUIRE);
+		int64_t t0 = now_ms();
+		memset(b->sbuf, (uint8_t)(n * 7 + 1), sizeof(b->sbuf));
+		if (bystander_round(b)) {
+			b->failed = 1;
+			break;
+		}
+		if (measuring && now_ms() - t0 > b->longest_ms)
+			b->longest_ms = now_ms() - t0;
+		__atomic_store_n(&b->rounds, n + 1, __ATOMIC_RELEASE);
+	}
+	return NULL;
+}
+
+/* A deregMr, or a close, waiting on its peer (here a sender that never
+ * answers the REVOKE of a receive posted into the buffer, until a keepalive
+ * finds its comm gone) must not take the device from its other comms: NCCL
+ * runs other communicators' proxy threads on the same device meanwhile, and
+ * an abort over many comms would otherwise stop all of them for as long. */
+static void waiting_teardown_case(const char *name, void *handle, int close_first)
+{
+	struct fabnet_comm *s = NULL, *r = NULL;
+	struct bystander *b = calloc(1, sizeof(*b));
+	void *mh = NULL, *rreq = NULL, *data = rbuf;
+	size_t size = 65536;
+	int tag = TAG0, started = 0;
+	int64_t t0, waited, deadline = now_ms() + 5000;
+	pthread_t th;
+
+	begin(name);
+	forged = 0;
+	if (!b || connect_extra(handle, &s, &r) || connect_extra(handle, &b->s, &b->r))
+		goto out;
+	if (fabnet_api_reg_mr(r, rbuf, size, NCCL_PTR_HOST, &mh) != ncclSuccess ||
+	    fabnet_api_reg_mr(b->s, b->sbuf, sizeof(b->sbuf), NCCL_PTR_HOST, &b->smh) != ncclSuccess ||
+	    fabnet_api_reg_mr(b->r, b->rbuf, sizeof(b->rbuf), NCCL_PTR_HOST, &b->rmh) != ncclSuccess) {
+		bad("harness: regMr failed");
+		goto out;
+	}
+	while (!rreq && now_ms() < deadline)
+		if (fabnet_api_irecv(r, 1, &data, &size, &tag, &mh, &rreq) != ncclSuccess)
+			break;
+	if (!rreq) {
+		bad("harness: could not post the receive");
+		goto out;
+	}
+	progress(5); /* its CTS is with the sender, which will never write */
+	pthread_mutex_lock(&dev->lock);
+	r->peer_token ^= 0x5a5a00; /* what r sends the sender from now on is dropped there */
+	clock_gettime(CLOCK_MONOTONIC, &r->ping_sent); /* no keepalive for a while */
+	r->checked = r->ping_sent;
+	pthread_mutex_unlock(&dev->lock);
+	if (pthread_create(&th, NULL, bystander_main, b)) {
+		bad("harness: pthread_create failed");
+		goto out;
+	}
+	started = 1;
+	while (__atomic_load_n(&b->rounds, __ATOMIC_ACQUIRE) < 10 && now_ms() < deadline)
+		usleep(1000);
+	__atomic_store_n(&b->measuring, 1, __ATOMIC_RELEASE);
+	t0 = now_ms();
+	if (close_first) {
+		fabnet_api_close(r, 3); /* waits for the sender's writes or its end */
+		r = NULL;
+		fabnet_api_dereg_mr(s, mh);
+	} else {
+		fabnet_api_dereg_mr(r, mh); /* waits for the sender's REVOKED or its end */
+	}
+	mh = NULL;
+	waited = now_ms() - t0;
+	__atomic_store_n(&b->stop, 1, __ATOMIC_RELEASE);
+	pthread_join(th, NULL);
+	started = 0;
+	if (b->failed)
+		bad("a transfer on another comm of the device failed (%s)", firstlog);
+	else if (waited < 300)
+		bad("harness: the %s did not wait on the sender (%" PRId64 " ms)",
+		    close_first ? "close" : "deregMr", waited);
+	else if (b->longest_ms > waited / 2)
+		bad("while a %s waited %" PRId64 " ms on its peer, a round trip on another comm of "
+		    "the device took %" PRId64 " ms (%d round trips): the wait held the device",
+		    close_first ? "close" : "deregMr", waited, b->longest_ms, b->rounds);
+	else if (verbose)
+		printf("  %s waited %" PRId64 " ms; another comm meanwhile: longest round trip %"
+		       PRId64 " ms\n", close_first ? "close" : "deregMr", waited, b->longest_ms);
+out:
+	if (started) {
+		__atomic_store_n(&b->stop, 1, __ATOMIC_RELEASE);
+		pthread_join(th, NULL);
+	}
+	if (mh)
+		fabnet_api_dereg_mr(r, mh);
+	if (b) {
+		if (b->smh)
+			fabnet_api_dereg_mr(b->s, b->smh);
+		if (b->rmh)
+			fabnet_api_dereg_mr(b->r, b->rmh);
+		if (b->s)
+			fabnet_api_close(b->s, 2);
+		if (b->r)
+			fabnet_api_close(b->r, 3);
+		free(b);
+	}
+	if (s)
+		fabnet_api_close(s, 2);
+	if (r)
+		fabnet_api_close(r, 3);
+	report(name);
+}
+
+/* A peer whose CONNECT names a process of this host that is not alive (a
+ * forged or a wrong pid) must not have its comm failed at the first liveness
+ * check as "exited": only keepalives can tell then. */
+static void dead_pid_case(const char *name)
+{
+	struct fabnet_proc proc = *fabnet_self_proc();
+	struct fabnet_comm *r = NULL;
+	int64_t deadline = now_ms() + 5000;
+	pid_t child = fork();
+	size_t len;
+
+	begin(name);
+	forged = 0;
+	if (child == 0)
+		_exit(0);
+	if (child < 0 || waitpid(child, NULL, 0) != child) {
+		bad("harness: no exited process to name");
+		goto out;
+	}
+	proc.pid = (uint32_t)child; /* exited and reaped */
+	len = fabnet_msg_encode_connect(mbuf, MSGBUF, lc->id, 4000, lc->u.listen.nonce, &proc,
+					dev->addr, (uint8_t)dev->addrlen, 0);
+	inject_msg(mbuf, len);
+	while (!r && now_ms() < deadline)
+		if (fabnet_api_accept(lc, (void **)&r) != ncclSuccess)
+			break;
+	if (!r) {
+		bad("accept returned no comm for the CONNECT (%s)", firstlog);
+		goto out;
+	}
+	pthread_mutex_lock(&dev->lock);
+	r->checked.tv_sec = 0;
+	fabnet_proto_check_peer_now(r);
+	pthread_mutex_unlock(&dev->lock);
+	if (r->state == FABNET_FAILED)
+		bad("the comm failed at its first liveness check: its peer named process %d, which "
+		    "had exited (%s)", (int)child, firstlog);
+out:
+	if (r)
+		fabnet_api_close(r, 3);
+	report(name);
+}
+
 /* A CTS forged for a comm that is still connecting (its ACK not yet in) must
  * neither lock the genuine ACK out nor stay in the window for a send to
  * write to: the ACK, which carries the listener's nonce, decides the peer. */
@@ -1604,6 +1796,7 @@ int main(int argc, char **argv)
 	connect_case("CONNECT with a wrong nonce", 0);
 	connect_case("CONNECT to a comm that is not a listener", 1);
 	connect_case("CONNECT_ACK for a connected send comm", 2);
+	dead_pid_case("CONNECT naming a process of this host that has exited");
 	cts_before_ack_case("CTS forged for a comm still connecting, before its ACK", handle);
 	sleep(1); /* a log window of its own */
 	flood_case("a flood of 1000 malformed messages", 1000);
@@ -1627,6 +1820,10 @@ int main(int argc, char **argv)
 	stalled_send_case("a send waiting for a full rail when its comm fails", handle);
 	stale_ping_case("a keepalive to a comm the peer no longer has, its CLOSE lost", handle);
 	given_up_writes_case("writes a deregMr gave up on hold no later deregMr", handle);
+	waiting_teardown_case("a deregMr waiting on its sender leaves the device to other comms",
+			      handle, 0);
+	waiting_teardown_case("a close waiting on its sender leaves the device to other comms",
+			      handle, 1);
 
 	cur_case = "teardown";
 	fabnet_api_dereg_mr(rc, rmh);
