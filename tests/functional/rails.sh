@@ -134,15 +134,6 @@ rx_bytes() { # LINK-INDEX: bytes received by rank 0's end of that link
 }
 
 if [ "$mode" = check ]; then
-	# libfabric 1.17's tcp is tcp;ofi_rxm, which now and then fails an RMA
-	# write on a freshly used rail with "Transport endpoint is not connected"
-	# (an open finding, see docs/performance.md); 1.18+ has native tcp.
-	rt=$(ip netns exec "$ns0" env FABNET_PROVIDER=tcp "$info" --json 2>/dev/null |
-		python3 -c 'import json, sys; print(json.load(sys.stdin)["libfabric_runtime"])' 2>/dev/null)
-	if [ "$rt" = 1.17 ] && [ -z "${RAILS_FORCE:-}" ]; then
-		echo "rails: SKIP: libfabric $rt (tcp;ofi_rxm); RAILS_FORCE=1 runs it anyway"
-		exit 77
-	fi
 	scen=${FABNET_FT_SCENARIO:-sizes,larger-recv,outstanding,grouped,many-comms,reuse,close,garbage-handle,abi,dmabuf,flush,threads}
 	failed=0
 	# fabnet-info shows what NCCL will see: the 4 links as one device
