@@ -439,6 +439,34 @@ int fabnet_ctl_send_loose(struct fabnet_dev *dev, fi_addr_t peer, void *buf, siz
 	return 0;
 }
 
+int fabnet_peer_silent(const struct fabnet_proto_dev *pd, fi_addr_t peer)
+{
+	for (unsigned i = 0; i < pd->nsilent; i++)
+		if (pd->silent[i] == peer)
+			return 1;
+	return 0;
+}
+
+void fabnet_peer_mark_silent(struct fabnet_proto_dev *pd, fi_addr_t peer)
+{
+	if (fabnet_peer_silent(pd, peer))
+		return;
+	if (pd->nsilent == FABNET_SILENT_PEERS) { /* the oldest goes */
+		memmove(&pd->silent[0], &pd->silent[1], (FABNET_SILENT_PEERS - 1) * sizeof(peer));
+		pd->nsilent--;
+	}
+	pd->silent[pd->nsilent++] = peer;
+}
+
+void fabnet_peer_heard(struct fabnet_proto_dev *pd, fi_addr_t peer)
+{
+	for (unsigned i = 0; i < pd->nsilent; i++)
+		if (pd->silent[i] == peer) {
+			pd->silent[i] = pd->silent[--pd->nsilent];
+			return;
+		}
+}
+
 void fabnet_comm_send_revoke(struct fabnet_comm *c, int confirm, uint32_t seq)
 {
 	void *buf = fabnet_dev_txbuf_get(c->dev);

@@ -119,6 +119,7 @@ void fabnet_conn_on_ack(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	c->peer_id = (uint16_t)m->src_id;
 	c->peer_token = m->token;
 	fabnet_comm_set_peer_proc(c, &m->u.ack.proc);
+	fabnet_peer_heard(PD(dev), c->peer);
 	agree_eager(c, m->seq);
 	for (int i = 0; i < FABNET_NSLOTS; i++) {
 		struct fabnet_cts_slot *s = &c->u.send.cts[i];
@@ -356,6 +357,7 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 	c->peer_id = (uint16_t)p.src_id;
 	c->peer_token = p.token;
 	fabnet_comm_set_peer_proc(c, &p.proc);
+	fabnet_peer_heard(PD(dev), c->peer); /* a new connection: it calls into its plugin */
 	agree_eager(c, p.eager_max);
 	c->state = FABNET_READY;
 	{
@@ -405,7 +407,8 @@ static int user_ops_busy(struct fabnet_comm *c)
 			return 1; /* (deregMr waited for those already) */
 		if (r->kind == FABNET_REQ_FLUSH && r->msg_pending)
 			return 1;
-		if (r->kind == FABNET_REQ_RECV && !c->peer_closed && c->state == FABNET_READY)
+		if (r->kind == FABNET_REQ_RECV && !c->peer_closed && c->state == FABNET_READY &&
+		    !fabnet_peer_silent(PD(c->dev), c->peer))
 			for (int k = 0; k < r->u.recv.n; k++)
 				if (!r->u.recv.e[k].done && r->u.recv.e[k].mr)
 					return 1; /* the sender may be writing there */

@@ -99,12 +99,16 @@ static int token_ok(struct fabnet_dev *dev, const struct fabnet_msg *m)
 {
 	struct fabnet_comm *c;
 
-	if (m->type == FABNET_MSG_CONNECT || m->type == FABNET_MSG_CONNECT_ACK ||
-	    m->type == FABNET_MSG_PING)
-		return 1; /* PING: fabnet_conn_on_ping tells a stale one from a live one */
-	c = fabnet_proto_lookup(dev, m->dst_id);
-	if (!c || c->kind == FABNET_LISTEN || m->token == c->token)
+	if (m->type == FABNET_MSG_CONNECT || m->type == FABNET_MSG_CONNECT_ACK)
 		return 1;
+	c = fabnet_proto_lookup(dev, m->dst_id);
+	if (c && c->kind != FABNET_LISTEN && m->token == c->token) {
+		if (PD(dev)->nsilent)
+			fabnet_peer_heard(PD(dev), c->peer); /* it calls into its plugin again */
+		return 1;
+	}
+	if (!c || c->kind == FABNET_LISTEN || m->type == FABNET_MSG_PING)
+		return 1; /* PING: fabnet_conn_on_ping tells a stale one from a live one */
 	if (fabnet_drop_log_ok(dev))
 		FN_WARN("fabnet: dropped a message (type %u) for comm %u on %s from comm %u: it "
 			"lacks the connection's token (forged, or meant for an earlier comm under "

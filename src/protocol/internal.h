@@ -93,6 +93,14 @@ struct fabnet_comm *fabnet_op_comm(const struct fabnet_op *op);
 /* A control message no comm owns (the CLOSE answering a PING for a comm we
  * no longer have): buf is a tx buffer, given back when the send completes. */
 int fabnet_ctl_send_loose(struct fabnet_dev *dev, fi_addr_t peer, void *buf, size_t len);
+/* A peer that left a REVOKE unanswered for the peer timeout is "silent":
+ * alive (its keepalives are delivered) but not calling into the plugin, as
+ * an idle NCCL peer while this side aborts. Waiting on it once per buffer
+ * would turn an abort over N comms into N timeouts, so deregMr and close
+ * wait on it no more until it is heard from (any message of its comms). */
+int fabnet_peer_silent(const struct fabnet_proto_dev *pd, fi_addr_t peer);
+void fabnet_peer_mark_silent(struct fabnet_proto_dev *pd, fi_addr_t peer);
+void fabnet_peer_heard(struct fabnet_proto_dev *pd, fi_addr_t peer);
 /* REVOKE (confirm 0) or REVOKED (1) of receive seq to the comm's peer. */
 void fabnet_comm_send_revoke(struct fabnet_comm *c, int confirm, uint32_t seq);
 /* A request's own message (CTS, EAGER or FIN) from bounce buffer buf of

@@ -218,6 +218,8 @@ struct fabnet_comm {
 };
 
 /* Per-device protocol state, hung off dev->proto. */
+#define FABNET_SILENT_PEERS 8
+
 struct fabnet_proto_dev {
 	struct fabnet_comm **table; /* by id; ids are reused last-freed-last */
 	uint32_t cap;
@@ -241,6 +243,11 @@ struct fabnet_proto_dev {
 	/* CLOSEs answering PINGs for comms we no longer have, rate-limited */
 	uint64_t pingback_window_ms;
 	unsigned pingbacks;
+	/* peers (their first rail) that left a REVOKE unanswered for the peer
+	 * timeout: deregMr and close do not wait on them again until they are
+	 * heard from (comm.c) */
+	fi_addr_t silent[FABNET_SILENT_PEERS];
+	unsigned nsilent;
 };
 
 /* All calls below take the device lock themselves. Results are ncclResult_t. */

@@ -53,9 +53,17 @@ int fabnet_proto_reg(struct fabnet_dev *dev, void *data, size_t size, int type, 
  * tcp;ofi_rxm drops their connection, libfabric's efa aborts the receiving
  * process where it emulates RMA. So before the registration goes, each such
  * receive is withdrawn (REVOKE) and the sender confirms (REVOKED) once no
- * write of its into it is left. send: send the REVOKEs not yet sent.
- * Returns how many receives still wait for their REVOKED. */
-static int revokes_pending(struct fabnet_proto_dev *pd, const struct fabnet_rmr *rmr, int send)
+ * write of its into it is left. */
+enum revoke_pass {
+	REVOKE_SEND,    /* send the REVOKEs not yet sent */
+	REVOKE_COUNT,   /* count those still waiting for their REVOKED */
+	REVOKE_GIVE_UP, /* the timeout passed: their senders are silent */
+};
+
+/* How many receives into rmr wait for a REVOKED; those whose sender is
+ * silent are withdrawn but not waited for (*unawaited counts them). */
+static int revokes_pending(struct fabnet_proto_dev *pd, const struct fabnet_rmr *rmr,
+			   enum revoke_pass pass, int *unawaited)
 {
 	int n = 0;
 
@@ -76,11 +84,18 @@ static int revokes_pending(struct fabnet_proto_dev *pd, const struct fabnet_rmr 
 				open |= r->u.recv.e[k].mr == rmr && !r->u.recv.e[k].done;
 			if (!open)
 				continue;
-			if (send && r->u.recv.revoke == FABNET_REVOKE_NONE) {
+			if (pass == REVOKE_SEND && r->u.recv.revoke == FABNET_REVOKE_NONE) {
 				r->u.recv.revoke = FABNET_REVOKE_SENT;
 				fabnet_comm_send_revoke(c, 0, r->seq);
 			}
-			n += r->u.recv.revoke == FABNET_REVOKE_SENT;
+			if (r->u.recv.revoke != FABNET_REVOKE_SENT)
+				continue;
+			if (pass == REVOKE_GIVE_UP)
+				fabnet_peer_mark_silent(pd, c->peer);
+			else if (fabnet_peer_silent(pd, c->peer))
+				*unawaited += pass == REVOKE_SEND;
+			else
+				n++;
 		}
 	}
 	return n;
@@ -100,21 +115,32 @@ static void revoke_receives(struct fabnet_rmr *rmr)
 	struct fabnet_proto_dev *pd = PD(rmr->dev);
 	unsigned timeout = fabnet_config()->peer_timeout_ms;
 	struct timespec start;
-	int n;
+	int n, unawaited = 0;
 
-	if (!revokes_pending(pd, rmr, 1))
+	n = revokes_pending(pd, rmr, REVOKE_SEND, &unawaited);
+	if (unawaited)
+		FN_WARN("fabnet: deregMr on %s: %d receive%s posted into the buffer withdrawn "
+			"without waiting: the sender left an earlier withdrawal unanswered for %u ms "
+			"(FABNET_PEER_TIMEOUT_MS) and has not been heard from since; a write of its "
+			"may still land there", rmr->dev->name, unawaited, unawaited > 1 ? "s" : "",
+			timeout);
+	if (!n)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	while ((n = revokes_pending(pd, rmr, 0)) && fabnet_elapsed_ms(&start) < timeout) {
+	while ((n = revokes_pending(pd, rmr, REVOKE_COUNT, &unawaited)) &&
+	       fabnet_elapsed_ms(&start) < timeout) {
 		if (fabnet_dev_progress(rmr->dev))
 			break;
 		check_recv_peers(pd);
 		fabnet_proto_wait_pause(rmr->dev);
 	}
-	if (n)
-		FN_WARN("fabnet: deregMr on %s: %d receive%s posted into the buffer not withdrawn by "
-			"the sender within %u ms (FABNET_PEER_TIMEOUT_MS); a write of its may still "
-			"land there", rmr->dev->name, n, n > 1 ? "s" : "", timeout);
+	if (!n)
+		return;
+	revokes_pending(pd, rmr, REVOKE_GIVE_UP, &unawaited);
+	FN_WARN("fabnet: deregMr on %s: %d receive%s posted into the buffer not withdrawn by "
+		"the sender within %u ms (FABNET_PEER_TIMEOUT_MS); a write of its may still "
+		"land there. Until that sender is heard from again, deregMr and close do not "
+		"wait on it", rmr->dev->name, n, n > 1 ? "s" : "", timeout);
 }
 
 /* NCCL deregisters and frees its buffers, then closes their comms, and does so

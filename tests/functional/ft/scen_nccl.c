@@ -183,46 +183,90 @@ static int post_send(struct ft *ft, void *comm, struct fbuf *b, size_t size, int
 	return 0;
 }
 
-/* Rank 0 posts a receive on comm A into a buffer of its own pages and one on
- * comm B, then deregisters and unmaps A's buffer as NCCL's teardown does;
- * rank 1 then sends into it (inline data, so the bytes reach rank 0's bounce
- * buffers) and then on B. Rank 0's progress while it waits for B meets A's
- * message: it must drop it, not copy it into the unmapped pages (nor read the
- * freed registration). Then A closes at once and B still works. No control
- * message passes while the sends are under way: the ranks progress on their
- * own, as NCCL's proxies do. */
+/* Rank 1 sits in a control sync (as an idle NCCL peer would, not calling
+ * into the plugin) while rank 0 deregisters A's buffer and then C's, each
+ * with a receive posted, and closes D with a receive posted: the first
+ * deregMr may wait the peer timeout for the withdrawal to be confirmed; the
+ * second deregMr and the close must not wait on that sender again. */
+static int dereg_second_silent(struct ft *ft, struct fbuf *a, struct fbuf *c, void **dcomm)
+{
+	const char *env = getenv("FABNET_PEER_TIMEOUT_MS");
+	int64_t timeout = env ? atoll(env) : 10000, t0 = now_ms(), t1, t2, t3;
+
+	if (fbuf_free(ft, a, 1)) /* deregMr, then munmap: the receive stays posted */
+		return -1;
+	t1 = now_ms();
+	if (fbuf_free(ft, c, 1))
+		return -1;
+	t2 = now_ms();
+	if (close_comm(ft, *dcomm))
+		return -1;
+	*dcomm = NULL;
+	t3 = now_ms();
+	vnote("deregMr with a receive posted, the sender idle: %lld ms; then another: %lld ms; "
+	      "a close with one posted: %lld ms", (long long)(t1 - t0), (long long)(t2 - t1),
+	      (long long)(t3 - t2));
+	if (t1 - t0 < timeout / 2)
+		return 0; /* the sender answered: nothing here to wait on twice */
+	if (t2 - t1 >= timeout / 2 || t3 - t2 >= timeout / 2)
+		return fail(ft, "a second deregMr (%lld ms) or a close (%lld ms) waited on the sender "
+			    "that left the first one's withdrawal unanswered for %lld ms: an abort "
+			    "over N comms would take N peer timeouts", (long long)(t2 - t1),
+			    (long long)(t3 - t2), (long long)(t1 - t0));
+	return 0;
+}
+
+/* Rank 0 posts a receive on comm A into a buffer of its own pages, one on
+ * comm B and one on comm C, then deregisters and unmaps A's buffer (and C's)
+ * as NCCL's teardown does; rank 1 then sends into it (inline data, so the
+ * bytes reach rank 0's bounce buffers) and then on B. Rank 0's progress while
+ * it waits for B meets A's message: it must drop it, not copy it into the
+ * unmapped pages (nor read the freed registration). Then A closes at once and
+ * B still works. No control message passes while the sends are under way:
+ * the ranks progress on their own, as NCCL's proxies do. */
 static int dereg_then_close(struct ft *ft, const void *arg)
 {
 	enum { ASZ = 2000, BSZ = 70000 };
 	struct msg m = {.comm = 1, .size = BSZ, .cap = BSZ, .tag = 4, .iter = 91000};
-	struct pair p[2];
-	struct fbuf a, b;
-	void *areq = NULL, *breq = NULL;
+	struct pair p[4];
+	struct fbuf a, b, c, d;
+	void *areq = NULL, *breq = NULL, *creq = NULL, *dreq = NULL;
 	ncclResult_t res;
 	int rc = -1, got[1];
 
 	(void)arg;
 	memset(&a, 0, sizeof(a));
 	memset(&b, 0, sizeof(b));
-	if (pairs_open(ft, p, 2, 1))
+	memset(&c, 0, sizeof(c));
+	memset(&d, 0, sizeof(d));
+	if (pairs_open(ft, p, 4, 1))
 		return -1;
 	if (ft->rank == 0) {
 		void *data[1];
 		size_t sz[1] = {MiB};
 		int tags[1] = {3};
 		if (fbuf_alloc(ft, p[0].comm, MiB, &a) || /* its own mapping: freed is unmapped */
-		    fbuf_alloc(ft, p[1].comm, BSZ + CANARY_PAD, &b))
+		    fbuf_alloc(ft, p[1].comm, BSZ + CANARY_PAD, &b) ||
+		    fbuf_alloc(ft, p[2].comm, MiB, &c) || fbuf_alloc(ft, p[3].comm, MiB, &d))
 			goto out;
 		canary_fill(b.p, 0, b.cap);
 		data[0] = a.p;
 		if (h_irecv(ft, p[0].comm, 1, data, sz, tags, &a.mh, &areq, ft->op_timeout_ms))
+			goto out;
+		data[0] = c.p;
+		tags[0] = 5;
+		if (h_irecv(ft, p[2].comm, 1, data, sz, tags, &c.mh, &creq, ft->op_timeout_ms))
+			goto out;
+		data[0] = d.p;
+		tags[0] = 6;
+		if (h_irecv(ft, p[3].comm, 1, data, sz, tags, &d.mh, &dreq, ft->op_timeout_ms))
 			goto out;
 		data[0] = b.p;
 		sz[0] = BSZ;
 		tags[0] = m.tag;
 		if (h_irecv(ft, p[1].comm, 1, data, sz, tags, &b.mh, &breq, ft->op_timeout_ms))
 			goto out;
-		if (fbuf_free(ft, &a, 1)) /* deregMr, then munmap: the receive stays posted */
+		if (dereg_second_silent(ft, &a, &c, &p[3].comm))
 			goto out;
 	} else {
 		if (fbuf_alloc(ft, p[0].comm, ASZ, &a) || fbuf_alloc(ft, p[1].comm, BSZ, &b))
@@ -283,7 +327,9 @@ static int dereg_then_close(struct ft *ft, const void *arg)
 out:
 	fbuf_free(ft, &a, 1);
 	fbuf_free(ft, &b, 1);
-	if (pairs_close(ft, p, 2))
+	fbuf_free(ft, &c, 1);
+	fbuf_free(ft, &d, 1);
+	if (pairs_close(ft, p, 4))
 		rc = -1;
 	return rc;
 }
