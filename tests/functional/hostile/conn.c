@@ -58,6 +58,60 @@ out:
 	report(name);
 }
 
+/* The CPU copies inline (eager) data: a small send from accelerator memory
+ * would be a memcpy from a device pointer, a crash on a real GPU. Host
+ * memory registered as NCCL_PTR_CUDA stands in for it: the send must go by
+ * RMA write (the NIC reads device memory), and its bytes must arrive. */
+static void send_from_accel_case(const char *name)
+{
+	struct fabnet_rmr *mr = smh;
+	size_t sizes[1] = {100};
+	uint64_t key;
+	void *sreq = NULL;
+	int saved = mr->type, done = 0, got = -1, nwrites = -1;
+	int64_t deadline = now_ms() + 5000;
+	ncclResult_t res = ncclSuccess;
+	enum outcome o = PENDING;
+	struct posted p;
+
+	begin(name);
+	forged = 0;
+	canary_reset();
+	if (post_recv(&p, 1, sizes))
+		goto out;
+	key = mix64(seed ^ ((uint64_t)p.seq << 8));
+	pat_fill(sbuf, sizes[0], key);
+	mr->type = NCCL_PTR_CUDA;
+	while (!sreq && res == ncclSuccess && now_ms() < deadline)
+		res = fabnet_api_isend(sc, sbuf, sizes[0], TAG0, smh, &sreq);
+	if (!sreq) {
+		bad("isend of 100 bytes from accelerator-typed memory returned %d, no request",
+		    (int)res);
+		goto out;
+	}
+	pthread_mutex_lock(&dev->lock);
+	nwrites = (int)((struct fabnet_req *)sreq)->u.send.nwrites;
+	pthread_mutex_unlock(&dev->lock);
+	while (!done && res == ncclSuccess && now_ms() < deadline)
+		res = fabnet_api_test(sreq, &done, &got);
+	while (o == PENDING && now_ms() < deadline)
+		o = poll_recv(&p, 1, &got, &res);
+	if (nwrites < 1)
+		bad("a 100-byte send from accelerator-typed memory went inline (copied by the CPU, "
+		    "a fault on a device pointer), not by RMA write");
+	else if (!done || o != COMPLETED)
+		bad("the send from accelerator-typed memory did not complete (send %s, receive "
+		    "%s)", done ? "done" : "pending", outcome_name(o));
+	else
+		for (size_t i = 0; i < sizes[0] && !why[0]; i++)
+			if (entry(0)[i] != pat_byte(i, key))
+				bad("byte %zu of the send from accelerator-typed memory arrived as 0x%02x, "
+				    "not 0x%02x", i, entry(0)[i], pat_byte(i, key));
+out:
+	mr->type = saved;
+	report(name);
+}
+
 /* REVOKE withdraws a receive the sender has not finished: from anyone but
  * the connection's peer (no token) it must change nothing; from the peer it
  * marks the send window's slot (the control: the injection reaches it). */
@@ -270,6 +324,7 @@ void hostile_conn_cases(void *handle)
 	cts_case("CTS from the peer id + 65536", 4);
 	cts_case("CTS right in every field but the connection's token", 5);
 	revoke_case("REVOKE right in every field but the connection's token");
+	send_from_accel_case("a small send from accelerator memory goes by RMA write, not inline");
 	connect_case("CONNECT with a wrong nonce", 0);
 	connect_case("CONNECT to a comm that is not a listener", 1);
 	connect_case("CONNECT_ACK for a connected send comm", 2);
