@@ -15,7 +15,10 @@
 #      fabtests fi_rma_bw -o writedata (bandwidth, the receiver's figure) and
 #        fi_rdm_pingpong (8-byte latency, one way = half the round trip);
 #      the machine: iperf3 over loopback (tcp) and single-thread memcpy (shm,
-#        tools/membw.c).
+#        tools/membw.c);
+#      message rate (messages/s, one stream, BENCH_RATE_SIZES at each of
+#        BENCH_RATE_WINDOWS in flight): fabnet-perf -m uni against fabtests
+#        fi_rdm_bw (untagged messages) and fi_rdm_tagged_bw (tagged).
 # 3. Prints the medians and the ratios against the goals and writes
 #    bench-results.json, bench-results.csv (medians, ratios) and
 #    bench-samples.csv (every run) into BENCH_RESULTS.
@@ -47,6 +50,13 @@
 #                     nothing waits for quiet CPUs (360), to bound the run time
 #   BENCH_SWEEP       1: also one fabnet-perf sweep per provider (lat, uni, bidir,
 #                     ring; tables, CSV, JSON and an SVG plot in BENCH_RESULTS)
+#   BENCH_RATE_SIZES  message-rate sizes in bytes ("8 1024 8192 65536")
+#   BENCH_RATE_WINDOWS messages in flight for the rate ("1 8 64"; fabnet's
+#                     comm takes 32 at a time, NCCL's limit: a window of 64
+#                     keeps its request pool full)
+#   BENCH_RATE_MSGS   messages per rate run (20000)
+#   BENCH_PARTS       what to measure ("bw lat rate limits": bandwidth, latency,
+#                     message rate, the machine's iperf3 and memcpy)
 #   BENCH_SKIP_DEPS=1 do not check or install Debian packages
 #   BENCH_PLUGINS     other NCCL net plugins to measure beside fabnet (paths of
 #                     libnccl-net-X.so, space-separated): each is a contender
@@ -75,6 +85,11 @@ RUN_TIMEOUT=${BENCH_TIMEOUT:-90}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-5}
 SWEEP=${BENCH_SWEEP:-1}
 PLUGIN_ENV=${BENCH_PLUGIN_ENV:-}
+RATE_SIZES=${BENCH_RATE_SIZES:-"8 1024 8192 65536"}
+RATE_WINDOWS=${BENCH_RATE_WINDOWS:-"1 8 64"}
+RATE_MSGS=${BENCH_RATE_MSGS:-20000}
+PARTS=" ${BENCH_PARTS:-bw lat rate limits} "
+part() { [[ $PARTS == *" $1 "* ]]; }
 # Other plugins as contenders: their names (from libnccl-net-NAME.so) and paths.
 EXTRA_NAMES=() EXTRA_PATHS=()
 for p in ${BENCH_PLUGINS:-}; do
@@ -88,11 +103,14 @@ done
 
 case $BUILD in /*) ;; *) BUILD=$top/$BUILD ;; esac
 case $RESULTS in /*) ;; *) RESULTS=$top/$RESULTS ;; esac
-for v in REPS BYTES WINDOW LAT_ITERS LAT_BLOCKS IPERF_SECS PORT RUN_TIMEOUT QUIET_WAIT; do
+for v in REPS BYTES WINDOW LAT_ITERS LAT_BLOCKS IPERF_SECS PORT RUN_TIMEOUT QUIET_WAIT RATE_MSGS; do
 	[[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a number, not '${!v}'" >&2; exit 2; }
 done
-for s in $SIZES; do
-	[[ $s =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_SIZES takes sizes in bytes, not '$s'" >&2; exit 2; }
+for s in $SIZES $RATE_SIZES $RATE_WINDOWS; do
+	[[ $s =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_SIZES, BENCH_RATE_SIZES and BENCH_RATE_WINDOWS take positive numbers, not '$s'" >&2; exit 2; }
+done
+for x in $PARTS; do
+	case $x in bw | lat | rate | limits) ;; *) echo "bench: BENCH_PARTS takes bw, lat, rate, limits; not '$x'" >&2; exit 2 ;; esac
 done
 if [ "$REPS" -lt 1 ] || [ "$WINDOW" -lt 1 ] || [ "$LAT_BLOCKS" -lt 1 ] || [ "$LAT_ITERS" -lt "$LAT_BLOCKS" ]; then
 	echo "bench: need BENCH_REPS, BENCH_WINDOW, BENCH_LAT_BLOCKS >= 1 and BENCH_LAT_ITERS >= BENCH_LAT_BLOCKS" >&2
@@ -319,9 +337,26 @@ fabnet_lat() { # PROVIDER
 	[ -n "$V" ] || { log "fabnet-perf $1 latency failed:"; tail -5 "$out" >&2; }
 }
 
-# Another plugin, through the same fabnet-perf runs: PATH PROVIDER [SIZE].
+# fabnet-perf message rate: millions of messages a second, one stream of
+# RATE_MSGS messages of SIZE bytes with WINDOW in flight (uni, as for the
+# bandwidth: from the per-message time, the receiver's last acknowledgement
+# included).
+fabnet_rate() { # PROVIDER SIZE WINDOW
+	local out=$tmp/fabnet.out js=$tmp/fabnet.json
+	rm -f "$js"
+	# shellcheck disable=SC2046
+	if env $(prov_env "$1") timeout -k 5 "$RUN_TIMEOUT" "$PERF" --plugin "${CUR_EXTRA:-$PLUGIN}" -m uni \
+		-b "$2" -e "$2" --iters "$RATE_MSGS" --window "$3" --warmup 10 --json "$js" >"$out" 2>&1; then
+		V=$(jq -r --argjson s "$2" '.results[] | select(.mode == "uni" and .size == $s and .wrong == 0)
+			| 1 / .time_us * 10000 | round / 10000' "$js" 2>/dev/null || true)
+	fi
+	[ -n "$V" ] || { log "fabnet-perf rate $1 $2 window $3 failed:"; tail -5 "$out" >&2; }
+}
+
+# Another plugin, through the same fabnet-perf runs: PATH PROVIDER [SIZE [WINDOW]].
 extra_bw() { CUR_EXTRA=$1; shift; fabnet_bw "$@"; CUR_EXTRA=""; }
 extra_lat() { CUR_EXTRA=$1; shift; fabnet_lat "$@"; CUR_EXTRA=""; }
+extra_rate() { CUR_EXTRA=$1; shift; fabnet_rate "$@"; CUR_EXTRA=""; }
 
 # Runs a fabtests server and client on this machine; leaves their outputs in
 # $tmp/srv.out and $tmp/cli.out. Returns non-zero if either failed.
@@ -353,6 +388,15 @@ raw_bw() { # PROVIDER SIZE
 	if ft_pair fi_rma_bw -m -p "$1" $(ft_dom "$1") -e rdm -o writedata -S "$2" \
 		-I "$(iters_for "$2")" -W "$WINDOW"; then
 		V=$(sed -n 's/.*MB\/sec: \([0-9.]*\).*/\1/p' "$tmp/srv.out" | awk 'NR == 1 { printf "%.4f", $1 / 1e3 }')
+	fi
+}
+
+# fi_rdm_bw (untagged fi_send / fi_recv) or fi_rdm_tagged_bw (fi_tsend /
+# fi_trecv): the receiver's Mxfers/sec, the same unit as fabnet_rate.
+raw_rate() { # TEST PROVIDER SIZE WINDOW
+	# shellcheck disable=SC2046
+	if ft_pair "$1" -m -p "$2" $(ft_dom "$2") -S "$3" -I "$RATE_MSGS" -W "$4"; then
+		V=$(sed -n 's/.*Mxfers\/sec: \([0-9.]*\).*/\1/p' "$tmp/srv.out" | awk 'NR == 1 { printf "%.4f", $1 }')
 	fi
 }
 
@@ -418,7 +462,7 @@ for ((ROUND = 1; ROUND <= REPS; ROUND++)); do
 		ORDER="raw-first"; provs=$(echo "$PROVIDERS" | awk '{ for (i = NF; i; i--) printf "%s ", $i }')
 	fi
 	for prov in $provs; do
-		for size in $SIZES; do
+		part bw && for size in $SIZES; do
 			runs=("measure $prov bw $size fabnet GB/s fabnet_bw $prov $size"
 			      "measure $prov bw $size raw GB/s raw_bw $prov $size")
 			for i in "${!EXTRA_NAMES[@]}"; do
@@ -426,15 +470,30 @@ for ((ROUND = 1; ROUND <= REPS; ROUND++)); do
 			done
 			alternate "${runs[@]}"
 		done
-		runs=("measure $prov lat 8 fabnet us fabnet_lat $prov" "measure $prov lat 8 raw us raw_lat $prov")
-		for i in "${!EXTRA_NAMES[@]}"; do
-			runs+=("measure $prov lat 8 ${EXTRA_NAMES[i]} us extra_lat ${EXTRA_PATHS[i]} $prov")
+		if part lat; then
+			runs=("measure $prov lat 8 fabnet us fabnet_lat $prov" "measure $prov lat 8 raw us raw_lat $prov")
+			for i in "${!EXTRA_NAMES[@]}"; do
+				runs+=("measure $prov lat 8 ${EXTRA_NAMES[i]} us extra_lat ${EXTRA_PATHS[i]} $prov")
+			done
+			alternate "${runs[@]}"
+		fi
+		part rate && for w in $RATE_WINDOWS; do
+			for size in $RATE_SIZES; do
+				runs=("measure $prov rate-w$w $size fabnet Mmsg/s fabnet_rate $prov $size $w"
+				      "measure $prov rate-w$w $size raw Mmsg/s raw_rate fi_rdm_bw $prov $size $w"
+				      "measure $prov rate-w$w $size raw-tagged Mmsg/s raw_rate fi_rdm_tagged_bw $prov $size $w")
+				for i in "${!EXTRA_NAMES[@]}"; do
+					runs+=("measure $prov rate-w$w $size ${EXTRA_NAMES[i]} Mmsg/s extra_rate ${EXTRA_PATHS[i]} $prov $size $w")
+				done
+				alternate "${runs[@]}"
+			done
 		done
-		alternate "${runs[@]}"
 	done
-	measure tcp limit 0 iperf3 GB/s iperf_bw
-	measure tcp limit 0 iperf3-l1M GB/s iperf_bw -l 1M
-	measure shm limit 0 memcpy GB/s memcpy_bw
+	if part limits; then
+		measure tcp limit 0 iperf3 GB/s iperf_bw
+		measure tcp limit 0 iperf3-l1M GB/s iperf_bw -l 1M
+		measure shm limit 0 memcpy GB/s memcpy_bw
+	fi
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -516,7 +575,7 @@ table=$tmp/table.txt
 	printf 'the same within a round\n\n'
 	printf '%-5s %-9s %9s %9s %9s %9s %5s  %-16s %-16s\n' prov measure fabnet raw ratio paired n "fabnet range" "raw range"
 	for prov in $PROVIDERS; do
-		for size in $SIZES; do
+		part bw && for size in $SIZES; do
 			addm "$prov" bw "$size" fabnet GB/s
 			addm "$prov" bw "$size" raw GB/s
 			f=$(median "$prov" bw "$size" fabnet) r=$(median "$prov" bw "$size" raw)
@@ -542,6 +601,7 @@ table=$tmp/table.txt
 					"$(spread "$prov" bw "$size" "$x")"
 			done
 		done
+		part lat || continue
 		addm "$prov" lat 8 fabnet us
 		addm "$prov" lat 8 raw us
 		f=$(median "$prov" lat 8 fabnet) r=$(median "$prov" lat 8 raw)
@@ -560,12 +620,40 @@ table=$tmp/table.txt
 				"${gap:--}" "${pr:--}" "$(nsamples "$prov" lat 8 "$x")" "vs $x" "$(spread "$prov" lat 8 "$x")"
 		done
 	done
-	addm tcp limit 0 iperf3 GB/s
-	addm tcp limit 0 iperf3-l1M GB/s
-	addm shm limit 0 memcpy GB/s
-	printf '%-5s %-9s %9s %35s  %-16s\n' tcp iperf3 "${iperf_default:-FAIL}" "$(nsamples tcp limit 0 iperf3)" "$(spread tcp limit 0 iperf3)"
-	printf '%-5s %-9s %9s %35s  %-16s\n' tcp "iperf3 -l1M" "${iperf_1m:-FAIL}" "$(nsamples tcp limit 0 iperf3-l1M)" "$(spread tcp limit 0 iperf3-l1M)"
-	printf '%-5s %-9s %9s %35s  %-16s\n' shm memcpy "${memcpy:-FAIL}" "$(nsamples shm limit 0 memcpy)" "$(spread shm limit 0 memcpy)"
+	if part limits; then
+		addm tcp limit 0 iperf3 GB/s
+		addm tcp limit 0 iperf3-l1M GB/s
+		addm shm limit 0 memcpy GB/s
+		printf '%-5s %-9s %9s %35s  %-16s\n' tcp iperf3 "${iperf_default:-FAIL}" "$(nsamples tcp limit 0 iperf3)" "$(spread tcp limit 0 iperf3)"
+		printf '%-5s %-9s %9s %35s  %-16s\n' tcp "iperf3 -l1M" "${iperf_1m:-FAIL}" "$(nsamples tcp limit 0 iperf3-l1M)" "$(spread tcp limit 0 iperf3-l1M)"
+		printf '%-5s %-9s %9s %35s  %-16s\n' shm memcpy "${memcpy:-FAIL}" "$(nsamples shm limit 0 memcpy)" "$(spread shm limit 0 memcpy)"
+	fi
+	if part rate; then
+		printf '\nMessage rate, millions of messages a second (medians of %d rounds; one stream;\n' "$REPS"
+		printf 'raw = fi_rdm_bw, tagged = fi_rdm_tagged_bw; ratio and paired: fabnet over each)\n\n'
+		printf '%-5s %-6s %6s %9s %9s %9s %9s %9s %9s %9s\n' prov window size fabnet raw tagged /raw paired /tagged paired
+		for prov in $PROVIDERS; do
+			for w in $RATE_WINDOWS; do
+				for size in $RATE_SIZES; do
+					goal=""
+					[ "$w" -ge 64 ] && [ "$size" -le 8192 ] && goal=0.9
+					for c in fabnet raw raw-tagged "${EXTRA_NAMES[@]}"; do addm "$prov" "rate-w$w" "$size" "$c" Mmsg/s; done
+					f=$(median "$prov" "rate-w$w" "$size" fabnet)
+					line=""
+					for c in raw raw-tagged "${EXTRA_NAMES[@]}"; do
+						o=$(median "$prov" "rate-w$w" "$size" "$c") ratio="" pr=$(paired "$prov" "rate-w$w" "$size" / "$c")
+						[ -n "$f" ] && [ -n "$o" ] && ratio=$(calc "$f / $o")
+						case $c in raw | raw-tagged) g=$goal ;; *) g=1.0 ;; esac
+						addr "$prov" "$size" "fabnet/${c}_rate_w$w" "$ratio" ratio ">=" "$g" "$pr"
+						line="$line $(printf '%9s %9s' "${ratio:--}" "${pr:--}")"
+					done
+					printf '%-5s %-6s %6s %9s %9s %9s%s\n' "$prov" "$w" "$(human_size "$size")" "${f:-FAIL}" \
+						"$(median "$prov" "rate-w$w" "$size" raw)" "$(median "$prov" "rate-w$w" "$size" raw-tagged)" "$line"
+				done
+			done
+		done
+		for x in "${EXTRA_NAMES[@]}"; do printf '(then fabnet/%s and its paired median)\n' "$x"; done
+	fi
 
 	printf '\nRatios against the goals (fractions of iperf3: of the better iperf3 median)\n\n'
 	printf '%-5s %-6s %-15s %9s %-8s %-4s %s\n' prov size ratio value goal met paired
@@ -603,9 +691,11 @@ cat >"$RESULTS/bench-results.json" <<JSON
   "libfabric": {"version": "${lfver:-unknown}", "prefix": "$(jstr "$LF")", "tcp_domain": "$TCP_DOMAIN"},
   "config": {"rounds": $REPS, "sizes": [$(echo "$SIZES" | awk '{ $1 = $1; gsub(/ /, ","); print }')], "bytes_per_bw_run": $BYTES,
              "window": $WINDOW, "lat_round_trips": $LAT_ITERS, "raw_lat_blocks": $LAT_BLOCKS,
+             "parts": "$(echo $PARTS)", "rate_sizes": [$(echo "$RATE_SIZES" | awk '{ $1 = $1; gsub(/ /, ","); print }')],
+             "rate_windows": [$(echo "$RATE_WINDOWS" | awk '{ $1 = $1; gsub(/ /, ","); print }')], "rate_messages": $RATE_MSGS,
              "iperf3_seconds": $IPERF_SECS, "quiet_wait_s": $QUIET_WAIT, "retries": $RETRIES,
              "other_plugins": [$(for i in "${!EXTRA_NAMES[@]}"; do printf '%s{"name": "%s", "path": "%s"}' "$([ "$i" = 0 ] || echo ", ")" "${EXTRA_NAMES[i]}" "$(jstr "${EXTRA_PATHS[i]}")"; done)]},
-  "units": {"bw": "GB/s = 10^9 bytes/s", "lat": "microseconds one way (fabnet: half the median round trip; raw: median over blocks of the mean half round trip)"},
+  "units": {"bw": "GB/s = 10^9 bytes/s", "rate": "millions of messages a second, one stream", "lat": "microseconds one way (fabnet: half the median round trip; raw: median over blocks of the mean half round trip)"},
   "medians": [$json_m
   ],
   "ratios": [$json_r
