@@ -135,13 +135,7 @@ static void revoke_case(const char *name)
 		goto out;
 	}
 	s->revoked = 0; /* undo the control's effect: the genuine receive of this seq comes */
-	{
-		struct posted p;
-		size_t sizes[1] = {3000};
-		canary_reset();
-		if (post_recv(&p, 1, sizes) == 0)
-			genuine_complete(&p, 0);
-	}
+	genuine_one(3000);
 out:
 	report(name);
 }
@@ -185,13 +179,7 @@ static void connect_case(const char *name, int which)
 		    sc->state);
 		goto out;
 	}
-	{
-		struct posted p;
-		size_t sizes[1] = {70000};
-		canary_reset();
-		if (post_recv(&p, 1, sizes) == 0)
-			genuine_complete(&p, 0);
-	}
+	genuine_one(70000);
 out:
 	report(name);
 }
@@ -305,13 +293,8 @@ static void flood_case(const char *name, int n)
 		    logged, FABNET_DROP_LOG_BURST);
 	else if (!logged)
 		bad("%d malformed messages were dropped without a single log line", n);
-	else {
-		struct posted p;
-		size_t sizes[1] = {3000};
-		canary_reset();
-		if (post_recv(&p, 1, sizes) == 0)
-			genuine_complete(&p, 0);
-	}
+	else
+		genuine_one(3000);
 	report(name);
 }
 

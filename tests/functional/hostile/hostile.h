@@ -111,6 +111,8 @@ enum outcome poll_recv(struct posted *p, int rounds, int *sizes, ncclResult_t *r
 int genuine_send(int n, const size_t *sizes, uint32_t seq);
 int genuine_complete(struct posted *p, int may_fail);
 int consume(struct posted *p);
+/* One genuine 1-buffer transfer of size bytes, canaries checked. */
+int genuine_one(size_t size);
 
 /* ---- more comms on the listener ------------------------------------------------- */
 /* Connects another pair on the listener; 0, or -1 after bad(). */
