@@ -112,15 +112,14 @@ int64_t fabnet_pool_index(const struct fabnet_pool *p, const void *item)
 
 	for (uint32_t k = 0; k < p->nseg; k++) {
 		uint32_t n = (k + 1 < p->nseg ? p->seg_start[k + 1] : p->allocated) - p->seg_start[k];
-		size_t off;
-		if (b < p->seg[k])
+		size_t off, i;
+		if (b < p->seg[k] || (size_t)(b - p->seg[k]) >= (size_t)n * p->item_size)
 			continue;
 		off = (size_t)(b - p->seg[k]);
-		if (off / p->item_size >= n)
-			continue;
-		if (off % p->item_size)
+		i = off / p->item_size; /* one division: put runs for every request */
+		if (i * p->item_size != off)
 			return -1;
-		return (int64_t)(p->seg_start[k] + off / p->item_size);
+		return (int64_t)(p->seg_start[k] + i);
 	}
 	return -1;
 }

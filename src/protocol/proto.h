@@ -91,7 +91,7 @@ struct fabnet_req {
 	uint8_t abandoned;       /* reported failed to NCCL; freed when its ops return */
 	struct fabnet_comm *comm;
 	uint32_t seq;
-	struct fabnet_op msg_op; /* CTS (recv) or EAGER/FIN (send) */
+	struct fabnet_op msg_op; /* CTS (recv) or EAGER/FIN (send); cleared when posted */
 	union {
 		struct {
 			int n;

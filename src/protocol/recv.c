@@ -75,6 +75,7 @@ ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
 	r->seq = comm->seq;
 	r->u.recv.n = n;
 	for (int i = 0; i < n; i++) {
+		memset(&r->u.recv.e[i], 0, sizeof(r->u.recv.e[i]));
 		r->u.recv.e[i].data = data[i];
 		r->u.recv.e[i].size = sizes[i];
 		r->u.recv.e[i].mr = mrs ? mrs[i] : NULL;
