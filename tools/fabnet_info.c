@@ -113,6 +113,7 @@ static int config_rows(const struct fabnet_config *c, struct cfg_row *rows)
 	ROW("FABNET_EAGER_MAX", src_name(c->src_eager_max), "%zu", c->eager_max);
 	ROW("FABNET_RX_BUFFERS", src_name(c->src_rx_buffers), "%u", c->rx_buffers);
 	ROW("FABNET_TX_BUFFERS", src_name(c->src_tx_buffers), "%u", c->tx_buffers);
+	ROW("FABNET_EAGER_CREDITS", src_name(c->src_eager_credits), "%u", c->eager_credits);
 	ROW("FABNET_MAX_WRITE", src_name(c->src_max_write), "%zu", c->max_write);
 	ROW("FABNET_WRITES_IN_FLIGHT", src_name(c->src_writes_in_flight), "%u", c->writes_in_flight);
 	ROW("FABNET_CONNECT_TIMEOUT_MS", src_name(c->src_connect_timeout), "%u", c->connect_timeout_ms);

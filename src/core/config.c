@@ -14,6 +14,7 @@
 #define DEFAULT_EAGER_MAX 8192
 #define DEFAULT_RX_BUFFERS 256
 #define DEFAULT_TX_BUFFERS 1024
+#define DEFAULT_EAGER_CREDITS 16
 #define DEFAULT_WRITES_IN_FLIGHT 4
 #define DEFAULT_CONNECT_TIMEOUT_MS 30000
 #define DEFAULT_LINK_SPEED_MBPS 100000
@@ -137,6 +138,7 @@ int fabnet_config_parse(struct fabnet_config *cfg, fabnet_getenv_fn lookup, char
 	cfg->eager_max = DEFAULT_EAGER_MAX;
 	cfg->rx_buffers = DEFAULT_RX_BUFFERS;
 	cfg->tx_buffers = DEFAULT_TX_BUFFERS;
+	cfg->eager_credits = DEFAULT_EAGER_CREDITS;
 	cfg->writes_in_flight = DEFAULT_WRITES_IN_FLIGHT;
 	cfg->connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
 	cfg->link_speed_mbps = DEFAULT_LINK_SPEED_MBPS;
@@ -181,6 +183,8 @@ int fabnet_config_parse(struct fabnet_config *cfg, fabnet_getenv_fn lookup, char
 		     err, errlen) ||
 	    get_uint(lookup, "FABNET_TX_BUFFERS", 16, 65536, &cfg->tx_buffers, &cfg->src_tx_buffers,
 		     err, errlen) ||
+	    get_uint(lookup, "FABNET_EAGER_CREDITS", 0, 256, &cfg->eager_credits,
+		     &cfg->src_eager_credits, err, errlen) ||
 	    get_uint(lookup, "FABNET_WRITES_IN_FLIGHT", 1, 16, &cfg->writes_in_flight,
 		     &cfg->src_writes_in_flight, err, errlen) ||
 	    get_uint(lookup, "FABNET_CONNECT_TIMEOUT_MS", 1, 3600000, &cfg->connect_timeout_ms,

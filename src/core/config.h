@@ -18,6 +18,8 @@ struct fabnet_config {
 	size_t eager_max;         /* FABNET_EAGER_MAX: largest message sent inline */
 	unsigned rx_buffers;      /* FABNET_RX_BUFFERS: pre-posted receive buffers per device */
 	unsigned tx_buffers;      /* FABNET_TX_BUFFERS: send bounce buffers per device */
+	unsigned eager_credits;   /* FABNET_EAGER_CREDITS: small sends a comm may send before
+				   * their CTS (0: none; both sides' smaller counts) */
 	size_t max_write;         /* FABNET_MAX_WRITE: largest single RMA write, 0 = provider's */
 	unsigned writes_in_flight;/* FABNET_WRITES_IN_FLIGHT: writes posted at once per send */
 	unsigned connect_timeout_ms; /* FABNET_CONNECT_TIMEOUT_MS */
@@ -41,7 +43,7 @@ struct fabnet_config {
 		src_writes_in_flight, src_connect_timeout, src_peer_timeout, src_link_speed, src_iface,
 		src_allow_loopback, src_dmabuf, src_hmem, src_gdr_flush, src_rails, src_rail_groups,
 		src_topo_file, src_chunk_size, src_min_stripe, src_stripe_align, src_rail_inflight,
-		src_efa_fabric;
+		src_efa_fabric, src_eager_credits;
 };
 
 enum fabnet_flush_mode {

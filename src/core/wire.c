@@ -192,7 +192,7 @@ size_t fabnet_msg_encode_cts_rails(void *buf, size_t len, uint32_t dst_id, uint3
 		put64(&p, e[i].key);
 		put64(&p, e[i].size);
 		put32(&p, (uint32_t)e[i].tag);
-		put32(&p, e[i].flags);
+		put32(&p, (e[i].flags & 0xffu) | (e[i].tagseq & FABNET_TAGSEQ_MASK) << 8);
 		for (uint8_t k = 0; k < nextra; k++) {
 			put64(&p, rail[i][k].addr);
 			put64(&p, rail[i][k].key);
@@ -250,6 +250,76 @@ size_t fabnet_msg_encode_close(void *buf, size_t len, uint32_t dst_id, uint32_t 
 	return FABNET_MSG_HDR_SIZE;
 }
 
+size_t fabnet_msg_encode_close_tags(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+				    uint32_t final_seq, uint32_t ntags, const int32_t *tags,
+				    const uint32_t *counts)
+{
+	size_t need = FABNET_MSG_HDR_SIZE + (size_t)ntags * FABNET_CLOSE_TAG_SIZE;
+	uint8_t *p;
+
+	if (len < need || ntags > FABNET_CLOSE_MAX_TAGS)
+		return 0;
+	p = put_hdr(buf, FABNET_MSG_CLOSE, dst_id, src_id, final_seq);
+	for (uint32_t i = 0; i < ntags; i++) {
+		put32(&p, (uint32_t)tags[i]);
+		put32(&p, counts[i]);
+	}
+	return need;
+}
+
+void fabnet_msg_close_tag(const struct fabnet_msg *m, uint32_t i, int32_t *tag, uint32_t *count)
+{
+	const uint8_t *p = m->u.close.tags + (size_t)i * FABNET_CLOSE_TAG_SIZE;
+
+	*tag = (int32_t)get32(&p);
+	*count = get32(&p);
+}
+
+/* EARLY: tag, 4 reserved bytes, size, payload; the header's seq is the
+ * per-tag index. */
+size_t fabnet_msg_encode_early(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			       int32_t tag, uint32_t tagseq, uint64_t size)
+{
+	uint8_t *p;
+
+	if (len < FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED ||
+	    size > len - FABNET_MSG_HDR_SIZE - FABNET_EAGER_FIXED)
+		return 0;
+	p = put_hdr(buf, FABNET_MSG_EARLY, dst_id, src_id, tagseq);
+	put32(&p, (uint32_t)tag);
+	put32(&p, 0);
+	put64(&p, size);
+	return FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED + (size_t)size;
+}
+
+size_t fabnet_msg_encode_credit(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+				uint32_t credits)
+{
+	if (len < FABNET_MSG_HDR_SIZE)
+		return 0;
+	put_hdr(buf, FABNET_MSG_CREDIT, dst_id, src_id, credits);
+	return FABNET_MSG_HDR_SIZE;
+}
+
+/* CONNECT: the reserved u16 after addrlen and a reserved byte; ACK: the one
+ * after nextra and addrlen; CTS: the first two of its reserved bytes. */
+void fabnet_msg_set_credits(void *buf, uint16_t credits)
+{
+	uint8_t *p = buf;
+	uint8_t type = p[3];
+
+	p += FABNET_MSG_HDR_SIZE;
+	if (type == FABNET_MSG_CONNECT)
+		p += 10;
+	else if (type == FABNET_MSG_CONNECT_ACK)
+		p += 14;
+	else if (type == FABNET_MSG_CTS)
+		p += 2;
+	else
+		return;
+	put16(&p, credits);
+}
+
 size_t fabnet_msg_encode_revoke(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 				uint32_t seq, int confirm)
 {
@@ -304,8 +374,9 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 			return "CONNECT too short";
 		m->u.connect.nonce = get64(&p);
 		m->u.connect.addrlen = get8(&p);
-		if (get8(&p) || get16(&p))
+		if (get8(&p))
 			return "CONNECT reserved bytes set";
+		m->u.connect.credits = get16(&p);
 		m->u.connect.proc.pid = get32(&p);
 		m->u.connect.proc.host = get64(&p);
 		if (m->u.connect.addrlen == 0 || m->u.connect.addrlen > FABNET_ADDR_MAX ||
@@ -324,8 +395,7 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 		m->u.ack.proc.pid = get32(&p);
 		m->u.ack.nextra = get8(&p);
 		m->u.ack.addrlen = get8(&p);
-		if (get16(&p))
-			return "CONNECT_ACK reserved bytes set";
+		m->u.ack.credits = get16(&p);
 		m->u.ack.proc.host = get64(&p);
 		if (m->u.ack.nextra > FABNET_MAX_RAILS - 1)
 			return "CONNECT_ACK names too many rails";
@@ -340,9 +410,9 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 			return "CTS too short";
 		m->u.cts.n = get8(&p);
 		m->u.cts.nextra = get8(&p);
-		for (int i = 0; i < 6; i++)
-			if (get8(&p))
-				return "CTS reserved bytes set";
+		m->u.cts.credits = get16(&p);
+		if (get32(&p))
+			return "CTS reserved bytes set";
 		if (m->u.cts.n == 0 || m->u.cts.n > FABNET_MAX_RECVS)
 			return "CTS receive count out of range";
 		if (m->u.cts.nextra > FABNET_MAX_RAILS - 1)
@@ -358,6 +428,8 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 			e->size = get64(&p);
 			e->tag = (int32_t)get32(&p);
 			e->flags = get32(&p);
+			e->tagseq = e->flags >> 8;
+			e->flags &= 0xffu;
 			if (e->flags & ~(uint32_t)(FABNET_CTS_EAGER_OK | FABNET_CTS_NO_RMA))
 				return "CTS entry has unknown flags";
 			if (e->size && e->addr + e->size < e->addr)
@@ -404,8 +476,29 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 			return "FIN claims bytes but no writes";
 		return NULL;
 	case FABNET_MSG_CLOSE:
-		if (body != 0)
+		if (body % FABNET_CLOSE_TAG_SIZE || body / FABNET_CLOSE_TAG_SIZE > FABNET_CLOSE_MAX_TAGS)
 			return "CLOSE has the wrong length";
+		m->u.close.ntags = (uint32_t)(body / FABNET_CLOSE_TAG_SIZE);
+		m->u.close.tags = p;
+		return NULL;
+	case FABNET_MSG_EARLY:
+		if (body < FABNET_EAGER_FIXED)
+			return "EARLY too short";
+		m->u.early.tag = (int32_t)get32(&p);
+		if (get32(&p))
+			return "EARLY reserved bytes set";
+		m->u.early.size = get64(&p);
+		if (m->u.early.size != body - FABNET_EAGER_FIXED)
+			return "EARLY size does not match the bytes received";
+		if (m->src_id == 0 || m->src_id > 0xffff)
+			return "EARLY from a comm id out of range";
+		m->u.early.payload = p;
+		return NULL;
+	case FABNET_MSG_CREDIT:
+		if (body != 0)
+			return "CREDIT has the wrong length";
+		if (m->seq == 0 || m->seq > 0xffff)
+			return "CREDIT count out of range";
 		return NULL;
 	case FABNET_MSG_REVOKE:
 	case FABNET_MSG_REVOKED:

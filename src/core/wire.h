@@ -11,7 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define FABNET_WIRE_VERSION 2 /* 2: the header carries the connection token */
+#define FABNET_WIRE_VERSION 3 /* 2: the header carries the connection token;
+			       * 3: early eager (EARLY, CREDIT, per-tag indices) */
 #define FABNET_HANDLE_MAGIC 0x484e4246u /* "FBNH" */
 #define FABNET_MSG_MAGIC 0xfb17u
 #define FABNET_ADDR_MAX 96     /* endpoint address bytes carried in a handle */
@@ -45,6 +46,9 @@ enum fabnet_msg_type {
 	FABNET_MSG_REVOKE,      /* receiver -> sender: receive `seq` is withdrawn (its buffer
 				 * is being deregistered): write no more into it */
 	FABNET_MSG_REVOKED,     /* sender -> receiver: no write into receive `seq` is left */
+	FABNET_MSG_EARLY,       /* sender -> receiver: a small payload sent before its CTS,
+				 * named by (tag, per-tag index), under a credit */
+	FABNET_MSG_CREDIT,      /* receiver -> sender: `seq` early credits given back */
 	FABNET_MSG_TYPE_MAX
 };
 
@@ -57,9 +61,17 @@ enum fabnet_msg_type {
 	(FABNET_MSG_HDR_SIZE + FABNET_CTS_FIXED +                             \
 	 FABNET_MAX_RECVS * (FABNET_CTS_ENTRY_SIZE + (FABNET_MAX_RAILS - 1) * FABNET_CTS_RAIL_SIZE))
 
-/* CTS entry flags */
+/* CTS entry flags (the low 8 bits of the entry's flags word; the high 24
+ * bits carry the entry's per-tag index) */
 #define FABNET_CTS_EAGER_OK 0x1 /* host memory: the receiver can copy inline data */
 #define FABNET_CTS_NO_RMA 0x2   /* posted without registration: inline data only */
+#define FABNET_TAGSEQ_MASK 0xffffffu /* per-tag indices in a CTS: 24 bits, modular */
+/* Largest number of (tag, count) pairs a CLOSE carries; a sender with more
+ * tags names those that matter most and says the list is partial (the
+ * header's seq is FABNET_CLOSE_PARTIAL, else 0). */
+#define FABNET_CLOSE_MAX_TAGS 1000
+#define FABNET_CLOSE_PARTIAL 1u
+#define FABNET_CLOSE_TAG_SIZE 8
 /* FIN / EAGER flags */
 #define FABNET_FIN_ERROR 0x1 /* the send failed (too large for the buffer) */
 
@@ -69,7 +81,10 @@ struct fabnet_cts_entry {
 	uint64_t key;
 	uint64_t size;
 	int32_t tag;
-	uint32_t flags;
+	uint32_t flags;  /* FABNET_CTS_* (8 bits) */
+	uint32_t tagseq; /* the entry's index among the receiver's entries with
+			  * this tag (24 bits): the sender's send of that index
+			  * takes it, or sent it early already */
 };
 
 /* The same buffer as registered on the receiver's rail 1, 2, ...: each NIC
@@ -100,6 +115,7 @@ struct fabnet_msg {
 		struct {
 			uint64_t nonce;
 			uint8_t addrlen;
+			uint16_t credits;      /* early messages this side takes / sends */
 			struct fabnet_proc proc;
 			const uint8_t *addr;
 		} connect;
@@ -108,11 +124,13 @@ struct fabnet_msg {
 			struct fabnet_proc proc;
 			uint8_t nextra;        /* rails after the first (0..MAX_RAILS-1) */
 			uint8_t addrlen;       /* bytes of each extra rail's address */
+			uint16_t credits;      /* early credits agreed (the smaller) */
 			const uint8_t *addrs;  /* nextra addresses, back to back */
 		} ack;
 		struct {
 			uint8_t n;
 			uint8_t nextra;        /* rails after the first */
+			uint16_t credits;      /* early credits given back */
 			struct fabnet_cts_entry e[FABNET_MAX_RECVS];
 			struct fabnet_cts_rail rail[FABNET_MAX_RECVS][FABNET_MAX_RAILS - 1];
 		} cts;
@@ -128,6 +146,15 @@ struct fabnet_msg {
 			uint32_t nwrites;
 			uint64_t size;
 		} fin;
+		struct {
+			int32_t tag;      /* header seq: the index among this tag's sends */
+			uint64_t size;
+			const uint8_t *payload;
+		} early;
+		struct {
+			uint32_t ntags;   /* a sender's CLOSE: (tag, sends) pairs */
+			const uint8_t *tags; /* read with fabnet_msg_close_tag */
+		} close;
 		struct {
 			uint64_t token;   /* the sending comm's own: for a CLOSE back */
 			uint8_t addrlen;
@@ -164,6 +191,24 @@ size_t fabnet_msg_encode_fin(void *buf, size_t len, uint32_t dst_id, uint32_t sr
 			     uint64_t size);
 size_t fabnet_msg_encode_close(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 			       uint32_t final_seq);
+/* A sender's CLOSE also names, per tag, how many of its sends the receiver
+ * can still complete (its entries of higher index with that tag fail, and
+ * so do those of tags not named). */
+size_t fabnet_msg_encode_close_tags(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+				    uint32_t final_seq, uint32_t ntags, const int32_t *tags,
+				    const uint32_t *counts);
+void fabnet_msg_close_tag(const struct fabnet_msg *m, uint32_t i, int32_t *tag,
+			  uint32_t *count);
+/* EARLY: the header's seq is the send's index among those with its tag;
+ * writes the header only, the payload goes at
+ * buf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED. */
+size_t fabnet_msg_encode_early(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			       int32_t tag, uint32_t tagseq, uint64_t size);
+size_t fabnet_msg_encode_credit(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+				uint32_t credits);
+/* Into an encoded CONNECT or CONNECT_ACK: the early credits of its side;
+ * into an encoded CTS: the early credits it gives back. */
+void fabnet_msg_set_credits(void *buf, uint16_t credits);
 /* A PING names the sender's own token and endpoint address, so that a peer
  * which no longer has the comm (closed, its CLOSE lost; or the id reused)
  * can answer with a CLOSE the sender accepts. */

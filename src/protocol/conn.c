@@ -100,6 +100,7 @@ void fabnet_conn_on_connect(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	p->src_id = m->src_id;
 	p->token = m->token;
 	p->eager_max = m->seq;
+	p->credits = m->u.connect.credits;
 	p->proc = m->u.connect.proc;
 	p->addrlen = m->u.connect.addrlen;
 	memcpy(p->addr, m->u.connect.addr, p->addrlen);
@@ -121,6 +122,10 @@ void fabnet_conn_on_ack(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	fabnet_comm_set_peer_proc(c, &m->u.ack.proc);
 	fabnet_peer_heard(PD(dev), c->peer);
 	agree_eager(c, m->seq);
+	/* The ACK names the count both sides agreed on (the receiver's store). */
+	c->credits_max = m->u.ack.credits < fabnet_config()->eager_credits ?
+		m->u.ack.credits : (uint16_t)fabnet_config()->eager_credits;
+	c->credits = c->credits_max;
 	for (int i = 0; i < FABNET_NSLOTS; i++) {
 		struct fabnet_cts_slot *s = &c->u.send.cts[i];
 		if (s->valid && s->src != c->peer_id) {
@@ -162,6 +167,25 @@ void fabnet_conn_on_close(struct fabnet_dev *dev, const struct fabnet_msg *m)
 		return;
 	c->peer_closed = 1;
 	c->peer_final_seq = m->seq;
+	if (c->kind == FABNET_RECV) {
+		/* Per tag, how many sends can still arrive; tags not named: none,
+		 * unless the list is partial (then: not known). */
+		for (uint32_t i = 0; i < c->tags.cap; i++)
+			c->tags.t[i].named = 0;
+		for (uint32_t i = 0; i < m->u.close.ntags; i++) {
+			struct fabnet_tag_count *t;
+			int32_t tag;
+			uint32_t count;
+			fabnet_msg_close_tag(m, i, &tag, &count);
+			t = fabnet_tag_get(&c->tags, tag);
+			if (t) {
+				t->final = count;
+				t->named = 1;
+			}
+		}
+		c->u.recv.peer_tags_final = 1;
+		c->u.recv.peer_tags_partial = m->seq == FABNET_CLOSE_PARTIAL;
+	}
 	FN_INFO(NCCL_NET, "fabnet: peer of comm %u on %s closed after %u operations", c->id,
 		dev->name, m->seq);
 }
@@ -296,8 +320,10 @@ ncclResult_t fabnet_proto_connect(struct fabnet_dev *dev, const void *handle,
 	len = fabnet_msg_encode_connect(buf, dev->buf_size, h.listen_id, c->id, h.nonce,
 					fabnet_self_proc(), dev->addr, (uint8_t)dev->addrlen,
 					(uint32_t)dev->eager_max);
-	if (len)
+	if (len) {
 		fabnet_msg_set_token(buf, c->token); /* what the receiver must send us */
+		fabnet_msg_set_credits(buf, (uint16_t)fabnet_config()->eager_credits);
+	}
 	if (!len || fabnet_ctl_send(c, &c->u.send.conn_op, buf, len, 0)) {
 		fabnet_dev_txbuf_put(dev, buf);
 		fabnet_comm_free(c);
@@ -359,6 +385,8 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 	fabnet_comm_set_peer_proc(c, &p.proc);
 	fabnet_peer_heard(PD(dev), c->peer); /* a new connection: it calls into its plugin */
 	agree_eager(c, p.eager_max);
+	c->credits_max = p.credits < fabnet_config()->eager_credits ?
+		p.credits : (uint16_t)fabnet_config()->eager_credits;
 	c->state = FABNET_READY;
 	{
 		/* Our other rails' addresses, for a sender that has rails too. */
@@ -370,8 +398,10 @@ ncclResult_t fabnet_proto_accept(struct fabnet_comm *l, struct fabnet_comm **out
 		len = fabnet_msg_encode_ack_rails(buf, dev->buf_size, c->peer_id, c->id,
 						  l->u.listen.nonce, fabnet_self_proc(), nextra, alen, addrs,
 						  (uint32_t)dev->eager_max);
-		if (len)
+		if (len) {
 			fabnet_msg_set_token(buf, c->token); /* what the sender must send us */
+			fabnet_msg_set_credits(buf, c->credits_max);
+		}
 	}
 	if (!len || fabnet_ctl_send(c, &c->u.recv.ack_op, buf, len, 0)) {
 		fabnet_dev_txbuf_put(dev, buf);
@@ -444,28 +474,63 @@ static void wait_user_ops(struct fabnet_comm *c)
 			c->dev->name, timeout);
 }
 
-/* What CLOSE tells the peer: the receives from this sequence on can no longer
- * complete. A receiver counts what it posted. A sender counts the groups it
- * sent in full: a group partly taken (c->seq's) is not, nor is any send that
- * stopped short of its writes (its buffer deregistered, or this close), so
- * the peer fails those receives instead of waiting for what never comes. */
-static uint32_t close_count(struct fabnet_comm *c)
+/* What CLOSE tells the peer, so it fails only what can no longer complete.
+ * A receiver counts the receives it posted. A sender names, per tag, how
+ * many of its sends the receiver can still complete: those it made, less
+ * any that stopped short of its writes (its buffer deregistered, or this
+ * close) and all after it; the receiver fails its entries from there on
+ * instead of waiting for what never comes. */
+/* Names tag t in the CLOSE (once), if there is room. */
+static void close_name(struct fabnet_tag_count *t, int32_t *tags, uint32_t *counts,
+		       uint32_t *n, uint32_t max)
 {
-	uint32_t final = c->seq;
+	if (!t || t->named || *n == max)
+		return;
+	t->named = 1; /* on a send comm: "in the list" */
+	tags[*n] = t->tag;
+	counts[*n] = t->n;
+	(*n)++;
+}
+
+static size_t encode_close(struct fabnet_comm *c, void *buf, size_t buflen)
+{
+	int32_t tags[FABNET_CLOSE_MAX_TAGS];
+	uint32_t counts[FABNET_CLOSE_MAX_TAGS];
+	uint32_t n = 0, max = (uint32_t)((buflen - FABNET_MSG_HDR_SIZE) / FABNET_CLOSE_TAG_SIZE);
 
 	if (c->kind != FABNET_SEND)
-		return final;
+		return fabnet_msg_encode_close(buf, buflen, c->peer_id, c->id, c->seq);
+	if (max > FABNET_CLOSE_MAX_TAGS)
+		max = FABNET_CLOSE_MAX_TAGS;
+	for (uint32_t i = 0; i < c->tags.cap; i++)
+		c->tags.t[i].named = 0;
+	/* First the tags the receiver waits on (CTS entries not taken), then the
+	 * rest while there is room: a list that leaves some out says so. */
+	for (uint32_t v = c->u.send.cts_valid; v; v &= v - 1) {
+		struct fabnet_cts_slot *sl = &c->u.send.cts[__builtin_ctz(v)];
+		for (int i = 0; i < sl->n; i++)
+			if (!(sl->taken & (1u << i)))
+				close_name(fabnet_tag_find(&c->tags, sl->e[i].tag), tags, counts, &n, max);
+	}
+	for (uint32_t i = 0; i < c->tags.cap; i++)
+		if (c->tags.t[i].used)
+			close_name(&c->tags.t[i], tags, counts, &n, max);
+	/* A send that stopped short of its writes, and all after it, will not
+	 * complete: the count stops before it. */
 	for (uint32_t i = 0; i < c->reqs.allocated; i++) {
 		struct fabnet_req *r;
 		if (!c->reqs.in_use[i])
 			continue;
 		r = fabnet_pool_at(&c->reqs, i);
-		if (r->kind == FABNET_REQ_SEND && !r->abandoned &&
-		    (r->failed || r->u.send.writes_done < r->u.send.nwrites) &&
-		    (int32_t)(r->seq - final) < 0)
-			final = r->seq;
+		if (r->kind != FABNET_REQ_SEND || r->abandoned ||
+		    !(r->failed || r->u.send.writes_done < r->u.send.nwrites))
+			continue;
+		for (uint32_t k = 0; k < n; k++)
+			if (tags[k] == r->u.send.tag && fabnet_before(r->u.send.tagseq, counts[k]))
+				counts[k] = r->u.send.tagseq;
 	}
-	return final;
+	return fabnet_msg_encode_close_tags(buf, buflen, c->peer_id, c->id,
+					    n < c->tags.n ? FABNET_CLOSE_PARTIAL : 0, n, tags, counts);
 }
 
 ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
@@ -494,9 +559,7 @@ ncclResult_t fabnet_proto_close(struct fabnet_comm *c)
 	    !c->peer_closed) {
 		void *buf = fabnet_dev_txbuf_get(dev);
 		if (buf) {
-			uint32_t final = close_count(c);
-			size_t len;
-			len = fabnet_msg_encode_close(buf, dev->buf_size, c->peer_id, c->id, final);
+			size_t len = encode_close(c, buf, dev->buf_size);
 			if (len)
 				fabnet_msg_set_token(buf, c->peer_token);
 			/* The CLOSE op lives in a request-independent slot: reuse ack/conn op. */

@@ -74,6 +74,17 @@ void fabnet_proto_dev_fini(struct fabnet_dev *dev)
 	for (int k = 0; k < FABNET_MAX_RAILS; k++)
 		if (pd->flush_mr[k])
 			fabnet_mr_dereg(pd->flush_mr[k]);
+	/* early.c's store registrations, while their domain is open */
+	for (uint32_t i = 0; i < pd->cap; i++) {
+		struct fabnet_comm *c = pd->table[i];
+		if (!c || c->kind != FABNET_RECV || !c->u.recv.store)
+			continue;
+		for (unsigned k = 0; k < c->credits_max; k++)
+			if (c->u.recv.store[k].mr) {
+				fabnet_mr_dereg(c->u.recv.store[k].mr);
+				c->u.recv.store[k].mr = NULL;
+			}
+	}
 	fabnet_dev_close(dev);
 	for (int i = 1; i < dev->nrails; i++) {
 		fabnet_dev_close(dev->rails[i]);
@@ -157,6 +168,12 @@ void fabnet_proto_on_msg(struct fabnet_dev *dev, const void *buf, size_t len)
 		break;
 	case FABNET_MSG_REVOKED:
 		fabnet_recv_on_revoked(dev, &m);
+		break;
+	case FABNET_MSG_EARLY:
+		fabnet_recv_on_early(dev, &m);
+		break;
+	case FABNET_MSG_CREDIT:
+		fabnet_send_on_credit(dev, &m);
 		break;
 	default:
 		break;

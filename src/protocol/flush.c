@@ -20,7 +20,7 @@ static int flush_setup(struct fabnet_dev *dev, struct fabnet_proto_dev *pd, int 
 
 	if (pd->flush_ready & (1u << k))
 		return 0;
-	if (fabnet_dev_peer(rd, rd->addr, rd->addrlen, &pd->self[k]))
+	if (fabnet_proto_self(dev, k))
 		return -1;
 	if (rd->local_mr && fabnet_mr_reg_local(rd, pd->flush_sink, sizeof(pd->flush_sink),
 						FI_READ, &pd->flush_mr[k]))

@@ -4,10 +4,13 @@
  *
  *   req.c       requests: the per-comm pool, the list of sends waiting for a
  *               write op or for room on a rail
+ *   tags.c      per-tag counts of sends and receive entries
  *   comm.c      comms: ids, lifetime, posting, control ops, failure, liveness
  *   sched.c     write scheduling: stripes over rails, chunks, write completions
- *   send.c      isend and the CTS that lets a send go
- *   recv.c      irecv, and the EAGER, FIN and immediate data that complete it
+ *   early.c     the receiver's store of early messages, credits, and the
+ *               loopback write of a stored message into accelerator memory
+ *   send.c      isend (after its CTS, or early) and the CTS that lets a send go
+ *   recv.c      irecv, and the EAGER, EARLY, FIN and immediate data that complete it
  *   flush.c     iflush
  *   test.c      test: when a request is finished
  *   conn.c      listen, connect, accept, close and their messages
@@ -41,6 +44,23 @@ void fabnet_stall_add(struct fabnet_proto_dev *pd, struct fabnet_req *r);
 void fabnet_stall_remove(struct fabnet_proto_dev *pd, struct fabnet_req *r);
 /* Takes the comm's sends off the list (a failed comm's fail: their writes never go). */
 void fabnet_proto_drop_stalled(struct fabnet_comm *comm);
+
+/* ---- tags.c ---------------------------------------------------------------- */
+struct fabnet_tag_count *fabnet_tag_find(struct fabnet_tags *t, int32_t tag);
+/* Creates the count at 0; NULL past FABNET_CLOSE_MAX_TAGS tags or out of memory. */
+struct fabnet_tag_count *fabnet_tag_get(struct fabnet_tags *t, int32_t tag);
+uint32_t fabnet_tag_count_of(struct fabnet_tags *t, int32_t tag);
+void fabnet_tags_free(struct fabnet_tags *t);
+/* a before b, counting modulo 2^32 (sequences, per-tag indices) */
+static inline int fabnet_before(uint32_t a, uint32_t b)
+{
+	return (int32_t)(a - b) < 0;
+}
+/* The same for the 24-bit per-tag index a CTS entry carries. */
+static inline int fabnet_before24(uint32_t a, uint32_t b)
+{
+	return ((b - a) & FABNET_TAGSEQ_MASK) - 1 < (FABNET_TAGSEQ_MASK >> 1);
+}
 
 /* ---- comm.c ---------------------------------------------------------------- */
 struct fabnet_comm *fabnet_proto_lookup(struct fabnet_dev *dev, uint32_t id);
@@ -107,6 +127,29 @@ void fabnet_comm_send_revoke(struct fabnet_comm *c, int confirm, uint32_t seq);
  * rail k to the peer's rail k. */
 int fabnet_post_msg(struct fabnet_req *r, int k, void *buf, size_t len);
 
+/* Our own address on rail k, for loopback operations (flush reads, early
+ * messages written into accelerator memory). Returns 0 or -1. */
+int fabnet_proto_self(struct fabnet_dev *dev, int k);
+
+/* ---- early.c --------------------------------------------------------------- */
+/* The store slot holding (tag, tagseq), or -1. */
+int fabnet_early_find(struct fabnet_comm *c, int32_t tag, uint32_t tagseq);
+/* A free slot with room for an eager message (its bytes allocated), or -1. */
+int fabnet_early_alloc(struct fabnet_comm *c);
+/* Keeps an early message (size <= eager_max) in a free slot: its index, or -1. */
+int fabnet_early_store(struct fabnet_comm *c, int32_t tag, uint32_t tagseq, const void *data,
+		       uint64_t size);
+/* Puts slot i's bytes into entry idx of r: a copy for host memory, a
+ * loopback write for accelerator memory (the entry completes with its
+ * immediate data). Gives the slot back (after the write) and owes the
+ * sender its credit. Returns 0, or -1 when the write could not be posted. */
+int fabnet_early_deliver(struct fabnet_comm *c, int i, struct fabnet_req *r, int idx);
+/* Gives slot i back without delivering it (its message is refused). */
+void fabnet_early_drop(struct fabnet_comm *c, int i);
+/* The receiver took n early messages: their credits go back with the next
+ * CTS, or in a CREDIT message once half of them are owed. */
+void fabnet_early_owe(struct fabnet_comm *c, unsigned n);
+
 /* ---- sched.c --------------------------------------------------------------- */
 /* Cuts a rendezvous send into stripes over its first nr rails. */
 void fabnet_sched_plan(struct fabnet_comm *comm, struct fabnet_req *r, int nr);
@@ -121,7 +164,11 @@ void fabnet_proto_send_stop(struct fabnet_req *r);
 void fabnet_send_on_cts(struct fabnet_dev *dev, const struct fabnet_msg *m);
 void fabnet_send_forget(struct fabnet_req *r, const struct fabnet_rmr *rmr);
 void fabnet_send_on_revoke(struct fabnet_dev *dev, const struct fabnet_msg *m);
+void fabnet_send_on_credit(struct fabnet_dev *dev, const struct fabnet_msg *m);
 void fabnet_recv_on_eager(struct fabnet_dev *dev, const struct fabnet_msg *m);
+void fabnet_recv_on_early(struct fabnet_dev *dev, const struct fabnet_msg *m);
+/* A not yet complete entry the peer's CLOSE says it never sent. */
+int fabnet_recv_entry_orphaned(struct fabnet_comm *c, const struct fabnet_recv_entry *e);
 void fabnet_recv_on_fin(struct fabnet_dev *dev, const struct fabnet_msg *m);
 void fabnet_recv_forget(struct fabnet_req *r, const struct fabnet_rmr *rmr);
 void fabnet_recv_on_revoked(struct fabnet_dev *dev, const struct fabnet_msg *m);

@@ -1,18 +1,23 @@
 /*
  * The protocol layer: comms and transfers on top of the shared endpoint.
  *
- * Receiver-driven, as NCCL's net_ib: irecv sends the sender a CTS ("clear to
- * send") naming, for each of up to 8 grouped buffers, where to write (address,
- * key, size, tag) and the receive's sequence number. isend waits for the CTS
- * of its sequence, matches its tag, then either
+ * Receiver-driven, as NCCL's net_ib, with small sends that may go first. The
+ * k-th send with tag T pairs with the k-th receive entry with tag T (tags.c).
+ * irecv sends the sender a CTS ("clear to send") naming, for each of up to 8
+ * grouped buffers, where to write (address, key, size, tag, per-tag index)
+ * and the receive's sequence number. isend finds the CTS entry of its (tag,
+ * index), then either
  *   - eager: sends header + payload in one message into the receiver's
  *     pre-posted bounce buffers (small sends to host memory), or
  *   - rendezvous: sends a FIN (size, number of writes) and RMA-writes the data
  *     in chunks, each write carrying 32 bits of immediate data that name the
- *     receiving comm, the sequence and the index.
- * A receive entry completes when its EAGER arrived, or when its FIN arrived
- * and as many writes as the FIN announced have landed, in whatever order:
- * nothing depends on message or completion ordering (EFA's SRD reorders).
+ *     receiving comm, the sequence and the index;
+ * or, with no CTS there yet, a small send from host memory goes early (EARLY,
+ * under a credit, early.c) and waits in the receiver's store for its irecv.
+ * A receive entry completes when its EAGER or EARLY arrived, or when its FIN
+ * arrived and as many writes as the FIN announced have landed, in whatever
+ * order: nothing depends on message or completion ordering (EFA's SRD
+ * reorders).
  *
  * Every byte a peer sends is decoded by core/wire.c and checked against the
  * state it refers to (comm id and peer id, slot and sequence, index, size)
@@ -76,6 +81,7 @@ struct fabnet_recv_entry {
 	uint64_t got;    /* bytes the sender says it sent */
 	struct fabnet_rmr *mr;
 	int32_t tag;
+	uint32_t tagseq; /* its index among the comm's entries with this tag */
 	uint8_t done;
 	uint8_t fin_seen;
 	uint8_t gone;    /* its buffer was deregistered: nothing may touch it */
@@ -97,12 +103,17 @@ struct fabnet_req {
 			int n;
 			int ndone;
 			uint8_t revoke;        /* FABNET_REVOKE_*: deregMr withdrew it */
+			uint8_t noslot;        /* every entry came early: done at irecv, no
+						* sequence, slot or CTS of its own */
 			struct fabnet_recv_entry e[FABNET_MAX_RECVS];
 		} recv;
 		struct {
 			uint8_t *data;
 			uint64_t size;
 			struct fabnet_rmr *mr;
+			int32_t tag;
+			uint32_t tagseq;       /* its index among the comm's sends with this tag */
+			uint8_t early;         /* sent before its CTS (EARLY) */
 			uint8_t idx;
 			uint8_t nrails;        /* rails this send may use (both sides have them) */
 			uint8_t nstripes;      /* 1 .. nrails */
@@ -146,10 +157,44 @@ struct fabnet_cts_slot {
 	struct fabnet_cts_entry e[FABNET_MAX_RECVS];
 };
 
+/* Per-tag counts of a comm (tags.c). NCCL pairs a comm's k-th send with tag
+ * T with its k-th receive entry with tag T, whatever the grouping: the
+ * receiver numbers its entries, the sender its sends, per tag. */
+struct fabnet_tag_count {
+	int32_t tag;
+	uint32_t n;       /* entries posted (recv) or sends made (send) */
+	uint32_t final;   /* recv: the peer's CLOSE: entries from here cannot complete */
+	uint8_t used;     /* the hash slot holds a tag */
+	uint8_t named;    /* recv: the peer's CLOSE named this tag */
+};
+
+struct fabnet_tags {
+	struct fabnet_tag_count *t; /* open addressing, cap a power of 2 */
+	uint32_t n, cap;
+	uint32_t last;    /* the last one found: comms mostly use one tag */
+};
+
+/* A message that came before its receive was posted (early.c), kept until
+ * an irecv takes it: bytes for host memory are copied by the CPU, those for
+ * accelerator memory written by the NIC, from here, into the buffer. */
+struct fabnet_early_slot {
+	uint8_t used;          /* holds a message nobody took yet */
+	uint8_t writing;       /* a loopback write from it is with the provider */
+	int32_t tag;
+	uint32_t tagseq;
+	uint64_t size;
+	uint8_t *data;         /* eager_max bytes, allocated when first used */
+	const struct fabnet_rmr *target; /* the buffer the loopback write fills */
+	struct fabnet_mr *mr;  /* its registration, where the provider wants local ones */
+	struct fabnet_op op;   /* the loopback write */
+	struct fabnet_comm *comm;
+};
+
 struct fabnet_pending_conn {
 	uint32_t src_id;
 	uint64_t token;         /* the connecting comm's, from its CONNECT */
 	uint32_t eager_max;     /* the connecting side's, from its CONNECT */
+	uint16_t credits;       /* its early credits, from its CONNECT */
 	struct fabnet_proc proc;
 	uint8_t addrlen;
 	uint8_t addr[FABNET_ADDR_MAX];
@@ -173,8 +218,13 @@ struct fabnet_comm {
 	uint8_t nrails;         /* rails in use: send: both sides have them; recv: ours */
 	uint32_t rr;            /* round-robin rail for the next small send */
 	uint32_t eager_max;     /* largest eager message: the smaller of both sides' */
+	uint16_t credits_max;   /* early credits: the smaller of both sides' counts */
+	uint16_t credits;       /* send: early messages it may send now;
+				 * recv: credits it owes the sender (taken early messages) */
+	struct fabnet_tags tags;
 	fi_addr_t rail_peer[FABNET_MAX_RAILS]; /* send: the receiver on each rail */
-	uint32_t seq;           /* recv: next irecv; send: next CTS to consume */
+	uint32_t seq;           /* recv: next irecv's sequence; send: one past the
+				 * highest CTS sequence seen */
 	uint32_t peer_final_seq;/* from the peer's CLOSE */
 	unsigned ops_inflight;  /* our ops the provider still owns */
 	uint8_t ping_pending;   /* a keepalive is with the provider */
@@ -196,6 +246,9 @@ struct fabnet_comm {
 		} listen;
 		struct {        /* FABNET_SEND */
 			struct fabnet_cts_slot *cts; /* FABNET_NSLOTS, only send comms need them */
+			uint32_t cts_valid;     /* a bit per slot holding entries to take */
+			uint8_t cts_hint;       /* where the next send's entry likely is */
+			uint64_t cts_seen;      /* bit i: CTS seq - 1 - i came (duplicates) */
 			/* (addr, key) on the receiver's extra rails, per slot and entry:
 			 * [slot][entry][rail - 1], allocated only on multi-rail devices */
 			struct fabnet_cts_rail *cts_rails;
@@ -213,6 +266,11 @@ struct fabnet_comm {
 			struct fabnet_req *slot[FABNET_NSLOTS];
 			struct fabnet_op ack_op;
 			void *ack_buf;
+			struct fabnet_early_slot *store; /* credits_max of them */
+			uint16_t nstored;
+			struct fabnet_op credit_op;      /* a CREDIT message */
+			uint8_t peer_tags_final;         /* the sender's CLOSE named its counts */
+			uint8_t peer_tags_partial;       /* ... of some of its tags only */
 		} recv;
 	} u;
 };
@@ -233,6 +291,7 @@ struct fabnet_proto_dev {
 	struct fabnet_comm *zombies;
 	/* loopback target of flush reads */
 	unsigned flush_ready;       /* a bit per rail */
+	unsigned self_ready;        /* a bit per rail: self[k] is in its AV */
 	fi_addr_t self[FABNET_MAX_RAILS];
 	uint8_t flush_sink[64];
 	struct fabnet_mr *flush_mr[FABNET_MAX_RAILS];

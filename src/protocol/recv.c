@@ -1,7 +1,8 @@
 /*
- * Receives: irecv posts a CTS; an EAGER, a FIN and the writes' immediate
- * data complete its entries, in whatever order they come. Every field a peer
- * sends is checked against the receive it names before anything is written.
+ * Receives: irecv takes what came early (early.c) and posts a CTS for the
+ * rest; an EAGER, an EARLY, a FIN and the writes' immediate data complete
+ * its entries, in whatever order they come. Every field a peer sends is
+ * checked against the receive it names before anything is written.
  */
 #include <config.h>
 
@@ -12,23 +13,54 @@
 #include "protocol/internal.h"
 
 /* ---- irecv ------------------------------------------------------------------ */
-ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
+static void entry_fail(struct fabnet_req *r, struct fabnet_recv_entry *e, const char *why);
+
+/* Each entry's index among the comm's entries with its tag, and the store
+ * slot of the early message that pairs with it (-1: none came). Counts
+ * nothing yet: irecv may still return without a request. */
+static int number_entries(struct fabnet_comm *c, int n, const int *tags, uint32_t *tagseq,
+			  int *have)
+{
+	for (int i = 0; i < n; i++) {
+		struct fabnet_tag_count *t = fabnet_tag_get(&c->tags, tags[i]);
+		uint32_t before = 0;
+		if (!t) {
+			FN_WARN("fabnet: irecv on comm %u (%s): out of memory counting tag %d",
+				c->id, c->dev->name, tags[i]);
+			return -1;
+		}
+		for (int j = 0; j < i; j++)
+			before += tags[j] == tags[i];
+		tagseq[i] = t->n + before;
+		have[i] = fabnet_early_find(c, tags[i], tagseq[i]);
+	}
+	return 0;
+}
+
+/* The peer's CLOSE named how many sends of each tag it made (tags it did
+ * not name: none): an entry at or past that count never gets its data. */
+static int orphaned(struct fabnet_comm *c, int32_t tag, uint32_t tagseq)
+{
+	struct fabnet_tag_count *t = fabnet_tag_find(&c->tags, tag);
+
+	if (!t || !t->named)
+		return !c->u.recv.peer_tags_partial;
+	return !fabnet_before(tagseq, t->final);
+}
+
+int fabnet_recv_entry_orphaned(struct fabnet_comm *c, const struct fabnet_recv_entry *e)
+{
+	return c->u.recv.peer_tags_final && orphaned(c, e->tag, e->tagseq);
+}
+
+/* What the CTS says of each buffer; refuses one it cannot describe. */
+static ncclResult_t cts_entries(struct fabnet_comm *comm, int n, void **data,
 				const uint64_t *sizes, const int *tags, struct fabnet_rmr **mrs,
-				struct fabnet_req **out)
+				struct fabnet_cts_entry *e,
+				struct fabnet_cts_rail (*extra)[FABNET_MAX_RAILS - 1])
 {
 	struct fabnet_dev *dev = comm->dev;
-	struct fabnet_cts_entry e[FABNET_MAX_RECVS];
-	struct fabnet_cts_rail extra[FABNET_MAX_RECVS][FABNET_MAX_RAILS - 1];
-	struct fabnet_req *r;
-	uint32_t slot = comm->seq % FABNET_NSLOTS;
-	ncclResult_t res;
-	void *buf;
-	size_t len;
 
-	*out = NULL;
-	res = fabnet_comm_usable(comm, "irecv");
-	if (res)
-		return res;
 	for (int i = 0; i < n; i++) {
 		struct fabnet_rmr *mr = mrs ? mrs[i] : NULL;
 		memset(&e[i], 0, sizeof(e[i]));
@@ -57,43 +89,140 @@ ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
 		if (!mr)
 			e[i].flags |= FABNET_CTS_NO_RMA;
 	}
+	return ncclSuccess;
+}
+
+/* Entry idx of r takes the early message in store slot i. */
+static void take_early(struct fabnet_comm *c, int i, struct fabnet_req *r, int idx)
+{
+	struct fabnet_recv_entry *e = &r->u.recv.e[idx];
+
+	if (c->u.recv.store[i].size > e->size) {
+		fabnet_early_drop(c, i);
+		entry_fail(r, e, "the sender sent more bytes than the buffer holds");
+	} else if (fabnet_early_deliver(c, i, r, idx)) {
+		entry_fail(r, e, "the loopback write of its early message into accelerator memory "
+			   "could not be posted");
+	}
+}
+
+/* Claims the receive's slot and sends its CTS, with the credits owed. */
+static int post_cts(struct fabnet_comm *comm, struct fabnet_req *r, void *buf,
+		    const struct fabnet_cts_entry *e,
+		    struct fabnet_cts_rail (*extra)[FABNET_MAX_RAILS - 1])
+{
+	struct fabnet_dev *dev = comm->dev;
+	uint32_t slot = comm->seq % FABNET_NSLOTS;
+	uint16_t owed = 0;
+	size_t len;
+
+	r->seq = comm->seq;
+	/* Claim the slot first: the sender's data may arrive before our own CTS
+	 * completion is reported. Every entry goes in the CTS, those that came
+	 * early too: the sender counts them as sent (they carry indices it has
+	 * passed), and the CTS sequence stays without gaps. */
+	comm->u.recv.slot[slot] = r;
+	len = fabnet_msg_encode_cts_rails(buf, dev->buf_size, comm->peer_id, comm->id, r->seq,
+					  (uint8_t)r->u.recv.n, e, (uint8_t)(comm->nrails - 1),
+					  (const struct fabnet_cts_rail(*)[FABNET_MAX_RAILS - 1])extra);
+	if (len && comm->credits) {
+		fabnet_msg_set_credits(buf, comm->credits); /* what early messages we took */
+		owed = comm->credits;
+		comm->credits = 0;
+	}
+	if (!len || fabnet_post_msg(r, 0, buf, len)) {
+		comm->credits = (uint16_t)(comm->credits + owed);
+		comm->u.recv.slot[slot] = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
+				const uint64_t *sizes, const int *tags, struct fabnet_rmr **mrs,
+				struct fabnet_req **out)
+{
+	struct fabnet_dev *dev = comm->dev;
+	struct fabnet_cts_entry e[FABNET_MAX_RECVS];
+	struct fabnet_cts_rail extra[FABNET_MAX_RECVS][FABNET_MAX_RAILS - 1];
+	struct fabnet_req *r;
+	uint32_t slot = comm->seq % FABNET_NSLOTS;
+	uint32_t tagseq[FABNET_MAX_RECVS];
+	int have[FABNET_MAX_RECVS], all_have = 1, accel_have = 0;
+	ncclResult_t res;
+	void *buf;
+
+	*out = NULL;
+	res = fabnet_comm_usable(comm, "irecv");
+	if (res)
+		return res;
+	res = cts_entries(comm, n, data, sizes, tags, mrs, e, extra);
+	if (res)
+		return res;
 	/* Progress only when short of something: it frees bounce buffers. */
 	if (comm->u.recv.slot[slot]) {
 		fabnet_dev_progress(dev);
 		return ncclSuccess; /* 32 receives in flight: retry later */
 	}
-	buf = fabnet_dev_txbuf_get(dev);
-	if (!buf) {
+	if (number_entries(comm, n, tags, tagseq, have))
+		return ncclInternalError;
+	for (int i = 0; i < n; i++) {
+		e[i].tagseq = tagseq[i];
+		if (have[i] >= 0 && mrs && mrs[i] && mrs[i]->type != NCCL_PTR_HOST && sizes[i])
+			accel_have = 1;
+		if (have[i] < 0)
+			all_have = 0;
+	}
+	if (comm->peer_closed) {
+		for (int i = 0; i < n; i++)
+			if (have[i] < 0 && orphaned(comm, tags[i], tagseq[i])) {
+				FN_WARN("fabnet: irecv on comm %u (%s): the peer closed its side without "
+					"sending a message with tag %d number %u", comm->id, dev->name,
+					tags[i], tagseq[i]);
+				return ncclRemoteError;
+			}
+	}
+	/* Everything came early, into host memory: no CTS, no sequence. */
+	buf = all_have && !accel_have ? NULL : fabnet_dev_txbuf_get(dev);
+	if (!buf && !(all_have && !accel_have)) {
 		fabnet_dev_progress(dev);
 		return ncclSuccess;
 	}
 	r = fabnet_req_new(comm, FABNET_REQ_RECV);
 	if (!r) {
-		fabnet_dev_txbuf_put(dev, buf);
+		if (buf)
+			fabnet_dev_txbuf_put(dev, buf);
 		return ncclSuccess;
 	}
-	r->seq = comm->seq;
 	r->u.recv.n = n;
 	for (int i = 0; i < n; i++) {
+		struct fabnet_tag_count *t = fabnet_tag_find(&comm->tags, tags[i]);
 		memset(&r->u.recv.e[i], 0, sizeof(r->u.recv.e[i]));
 		r->u.recv.e[i].data = data[i];
 		r->u.recv.e[i].size = sizes[i];
 		r->u.recv.e[i].mr = mrs ? mrs[i] : NULL;
 		r->u.recv.e[i].tag = tags[i];
+		r->u.recv.e[i].tagseq = tagseq[i];
+		t->n++;
 	}
-	len = fabnet_msg_encode_cts_rails(buf, dev->buf_size, comm->peer_id, comm->id, r->seq,
-					  (uint8_t)n, e, (uint8_t)(comm->nrails - 1),
-					  (const struct fabnet_cts_rail(*)[FABNET_MAX_RAILS - 1])extra);
-	/* Claim the slot first: the sender's data may arrive before our own CTS
-	 * completion is reported. */
-	comm->u.recv.slot[slot] = r;
-	if (!len || fabnet_post_msg(r, 0, buf, len)) {
-		comm->u.recv.slot[slot] = NULL;
+	if (!buf) {
+		r->u.recv.noslot = 1;
+		for (int i = 0; i < n; i++)
+			take_early(comm, have[i], r, i); /* host memory: a copy */
+		*out = r;
+		return ncclSuccess;
+	}
+	if (post_cts(comm, r, buf, e, extra)) {
+		for (int i = 0; i < n; i++)
+			fabnet_tag_find(&comm->tags, tags[i])->n--;
 		fabnet_dev_txbuf_put(dev, buf);
 		fabnet_req_free(r);
 		return ncclSystemError;
 	}
 	comm->seq++;
+	for (int i = 0; i < n; i++)
+		if (have[i] >= 0)
+			take_early(comm, have[i], r, i);
 	*out = r;
 	return ncclSuccess;
 }
@@ -185,6 +314,104 @@ void fabnet_recv_on_eager(struct fabnet_dev *dev, const struct fabnet_msg *m)
 		memcpy(e->data, m->u.eager.payload, m->u.eager.size);
 	e->got = m->u.eager.size;
 	entry_done(r, e);
+}
+
+/* The posted entry (tag, tagseq) of a recv comm, or NULL. */
+static struct fabnet_req *posted_entry(struct fabnet_comm *c, int32_t tag, uint32_t tagseq,
+				       int *idx)
+{
+	for (int s = 0; s < FABNET_NSLOTS; s++) {
+		struct fabnet_req *r = c->u.recv.slot[s];
+		for (int i = 0; r && i < r->u.recv.n; i++)
+			if (r->u.recv.e[i].tag == tag && r->u.recv.e[i].tagseq == tagseq) {
+				*idx = i;
+				return r;
+			}
+	}
+	return NULL;
+}
+
+/* An early message no genuine sender sends (it keeps to its credits and
+ * numbers each send once): dropped, as other forged input is, and its
+ * credit given back (a genuine one would be lost, and the sender would
+ * wait for CTSs from then on; forged ones cannot raise it past its count). */
+static void early_refuse(struct fabnet_comm *c, const char *why)
+{
+	if (fabnet_drop_log_ok(c->dev))
+		FN_WARN("fabnet: dropped an EARLY message for comm %u on %s: %s (forged, or the "
+			"peer runs another fabnet)", c->id, c->dev->name, why);
+	fabnet_early_owe(c, 1);
+}
+
+/* EARLY (tag, index): into its posted entry when there is one, else into
+ * the store until the irecv that pairs with it (early.c). */
+void fabnet_recv_on_early(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_comm *c = fabnet_proto_lookup(dev, m->dst_id);
+	int32_t tag = m->u.early.tag;
+	uint32_t k = m->seq, posted;
+	struct fabnet_recv_entry *e;
+	struct fabnet_req *r;
+	int idx = 0, i;
+
+	if (!c || c->kind != FABNET_RECV || c->closing || c->state != FABNET_READY ||
+	    c->peer_id != m->src_id) {
+		FN_INFO(NCCL_NET, "fabnet: EARLY for unknown, closed or failed comm %u on %s dropped",
+			m->dst_id, dev->name);
+		return;
+	}
+	if (!c->credits_max)
+		return early_refuse(c, "an early message on a comm that agreed to none");
+	if (m->u.early.size > c->eager_max)
+		return early_refuse(c, "an early message larger than the eager limit");
+	posted = fabnet_tag_count_of(&c->tags, tag);
+	if (!fabnet_before(k, posted)) {
+		/* Not posted yet: every send from `posted` on came early, each under a
+		 * credit it still holds, so none lies credits_max or more ahead. */
+		if (k - posted >= c->credits_max)
+			return early_refuse(c, "an index further ahead than its credits allow");
+		if (fabnet_early_find(c, tag, k) >= 0)
+			return early_refuse(c, "an index sent twice");
+		if (fabnet_early_store(c, tag, k, m->u.early.payload, m->u.early.size) < 0)
+			early_refuse(c, "more early messages than its credits (or out of memory)");
+		return;
+	}
+	r = posted_entry(c, tag, k, &idx);
+	e = r ? &r->u.recv.e[idx] : NULL;
+	if (!r || e->gone) {
+		/* Its receive was withdrawn (deregMr) and is gone: nothing to write. */
+		FN_INFO(NCCL_NET, "fabnet: EARLY tag %d number %u for comm %u on %s: its receive is "
+			"gone (withdrawn): dropped", tag, k, c->id, dev->name);
+		fabnet_early_owe(c, 1);
+		return;
+	}
+	if (e->done || e->fin_seen || e->writes_seen) {
+		if (fabnet_drop_log_ok(dev))
+			FN_WARN("fabnet: EARLY tag %d number %u for comm %u on %s names a buffer already "
+				"filled or being written: dropped", tag, k, c->id, dev->name);
+		fabnet_early_owe(c, 1);
+		return;
+	}
+	if (m->u.early.size > e->size) {
+		entry_fail(r, e, "the sender sent more bytes than the buffer holds");
+		fabnet_early_owe(c, 1);
+		return;
+	}
+	if (!e->mr || e->mr->type == NCCL_PTR_HOST || !m->u.early.size) {
+		if (m->u.early.size)
+			memcpy(e->data, m->u.early.payload, m->u.early.size);
+		e->got = m->u.early.size;
+		entry_done(r, e);
+		fabnet_early_owe(c, 1);
+		return;
+	}
+	/* Accelerator memory: through a slot, written by the NIC. */
+	i = fabnet_early_store(c, tag, k, m->u.early.payload, m->u.early.size);
+	if (i < 0)
+		return early_refuse(c, "more early messages than its credits (or out of memory)");
+	if (fabnet_early_deliver(c, i, r, idx))
+		entry_fail(r, e, "the loopback write of its early message into accelerator memory "
+			   "could not be posted");
 }
 
 void fabnet_recv_on_fin(struct fabnet_dev *dev, const struct fabnet_msg *m)

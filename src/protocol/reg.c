@@ -203,13 +203,30 @@ static int writes_draining(struct fabnet_proto_dev *pd, int give_up)
 	return n;
 }
 
-static void wait_writes(struct fabnet_dev *dev)
+/* Early messages the NIC still copies into rmr's buffer (early.c): our own
+ * loopback writes, which a REVOKED from the sender does not cover. */
+static int loopbacks_into(struct fabnet_proto_dev *pd, const struct fabnet_rmr *rmr)
+{
+	int n = 0;
+
+	for (uint32_t id = 1; id < pd->cap; id++) {
+		struct fabnet_comm *c = pd->table[id];
+		if (!c || c->kind != FABNET_RECV || !c->u.recv.store)
+			continue;
+		for (unsigned i = 0; i < c->credits_max; i++)
+			n += c->u.recv.store[i].writing && c->u.recv.store[i].target == rmr;
+	}
+	return n;
+}
+
+static void wait_writes(struct fabnet_dev *dev, const struct fabnet_rmr *rmr)
 {
 	unsigned timeout = fabnet_config()->peer_timeout_ms;
 	struct timespec start;
 
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	while (writes_draining(PD(dev), 0) && fabnet_elapsed_ms(&start) < timeout) {
+	while ((writes_draining(PD(dev), 0) || loopbacks_into(PD(dev), rmr)) &&
+	       fabnet_elapsed_ms(&start) < timeout) {
 		if (fabnet_dev_progress(dev))
 			break;
 		fabnet_proto_wait_pause(dev);
@@ -228,8 +245,8 @@ void fabnet_proto_dereg(struct fabnet_rmr *rmr)
 	if (rmr->dev->proto) {
 		revoke_receives(rmr);
 		forget_mr(rmr);
-		if (writes_draining(PD(rmr->dev), 0))
-			wait_writes(rmr->dev);
+		if (writes_draining(PD(rmr->dev), 0) || loopbacks_into(PD(rmr->dev), rmr))
+			wait_writes(rmr->dev, rmr);
 	}
 	for (int k = 0; k < rmr->nrails; k++)
 		fabnet_mr_put(rmr->mr[k]);

@@ -7,6 +7,15 @@
 #include "protocol/internal.h"
 
 /* ---- test ---------------------------------------------------------------------- */
+/* The peer closed without sending what one of the receive's entries waits for. */
+static int orphaned(struct fabnet_comm *c, struct fabnet_req *r)
+{
+	for (int i = 0; i < r->u.recv.n; i++)
+		if (!r->u.recv.e[i].done && fabnet_recv_entry_orphaned(c, &r->u.recv.e[i]))
+			return 1;
+	return 0;
+}
+
 static int req_finished(struct fabnet_req *r)
 {
 	struct fabnet_comm *c = r->comm;
@@ -30,8 +39,7 @@ static int req_finished(struct fabnet_req *r)
 		       (r->failed || r->u.send.writes_posted == r->u.send.nwrites);
 	if (r->u.recv.ndone == r->u.recv.n)
 		return 1;
-	if (!r->failed && (c->state == FABNET_FAILED ||
-			   (c->peer_closed && r->seq >= c->peer_final_seq))) {
+	if (!r->failed && (c->state == FABNET_FAILED || (c->peer_closed && orphaned(c, r)))) {
 		FN_WARN("fabnet: receive seq %u on comm %u (%s) cannot complete: the peer %s", r->seq,
 			c->id, c->dev->name, c->state == FABNET_FAILED ? "failed" : "closed");
 		r->failed = ncclRemoteError;
@@ -65,7 +73,7 @@ finished:
 			for (int i = 0; i < r->u.recv.n; i++)
 				sizes[i] = r->u.recv.e[i].got;
 	}
-	if (r->kind == FABNET_REQ_RECV)
+	if (r->kind == FABNET_REQ_RECV && !r->u.recv.noslot)
 		c->u.recv.slot[r->seq % FABNET_NSLOTS] = NULL;
 	if (fabnet_req_ops_pending(r))
 		r->abandoned = 1;

@@ -33,6 +33,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (m.u.fin.idx >= FABNET_MAX_RECVS)
 			__builtin_trap();
 		break;
+	case FABNET_MSG_EARLY:
+		if (m.u.early.payload < data || m.u.early.payload + m.u.early.size > data + size)
+			__builtin_trap();
+		break;
+	case FABNET_MSG_CLOSE:
+		if (m.u.close.ntags > FABNET_CLOSE_MAX_TAGS ||
+		    m.u.close.tags + (size_t)m.u.close.ntags * FABNET_CLOSE_TAG_SIZE > data + size)
+			__builtin_trap();
+		for (uint32_t i = 0; i < m.u.close.ntags; i++) {
+			int32_t tag;
+			uint32_t count;
+			fabnet_msg_close_tag(&m, i, &tag, &count);
+		}
+		break;
 	default:
 		break;
 	}

@@ -39,8 +39,10 @@ int main(int argc, char **argv)
 
 	snprintf(dir, sizeof(dir), "%s/msg", top);
 	n = fabnet_msg_encode_connect(buf, sizeof(buf), 1, 2, 3, &proc, h.addr, 16, 8192);
+	fabnet_msg_set_credits(buf, 16);
 	put(dir, "connect", buf, n);
 	n = fabnet_msg_encode_ack(buf, sizeof(buf), 1, 2, 3, &proc);
+	fabnet_msg_set_credits(buf, 16);
 	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "ack", buf, n);
 	memset(e, 0, sizeof(e));
@@ -50,8 +52,10 @@ int main(int argc, char **argv)
 		e[i].key = 5;
 		e[i].tag = i;
 		e[i].flags = FABNET_CTS_EAGER_OK;
+		e[i].tagseq = 40u + (unsigned)i;
 	}
 	n = fabnet_msg_encode_cts(buf, sizeof(buf), 1, 2, 3, 8, e);
+	fabnet_msg_set_credits(buf, 4);
 	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "cts8", buf, n);
 	n = fabnet_msg_encode_eager(buf, sizeof(buf), 1, 2, 3, 0, 0, 5);
@@ -67,6 +71,20 @@ int main(int argc, char **argv)
 	n = fabnet_msg_encode_revoke(buf, sizeof(buf), 1, 2, 9, 0);
 	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "revoke", buf, n);
+	n = fabnet_msg_encode_early(buf, sizeof(buf), 1, 2, 100, 3, 5);
+	memcpy(buf + n - 5, "early", 5);
+	fabnet_msg_set_token(buf, 0x1122334455667788ull);
+	put(dir, "early", buf, n);
+	n = fabnet_msg_encode_credit(buf, sizeof(buf), 1, 2, 8);
+	fabnet_msg_set_token(buf, 0x1122334455667788ull);
+	put(dir, "credit", buf, n);
+	{
+		static const int32_t tags[2] = {100, 101};
+		static const uint32_t counts[2] = {7, 0};
+		n = fabnet_msg_encode_close_tags(buf, sizeof(buf), 1, 2, 9, 2, tags, counts);
+		fabnet_msg_set_token(buf, 0x1122334455667788ull);
+		put(dir, "close_tags", buf, n);
+	}
 	n = fabnet_msg_encode_ping(buf, sizeof(buf), 1, 2, 0x99, h.addr, 16);
 	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "ping", buf, n);

@@ -22,7 +22,7 @@ int main(void)
 	register_config_tests();
 	register_wire_tests();
 	register_pool_tests();
-	register_match_tests();
+	register_tags_tests();
 	register_regcache_tests();
 	register_keypool_tests();
 	register_topo_tests();

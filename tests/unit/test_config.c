@@ -100,6 +100,7 @@ static const struct numeric_var {
 	{"FABNET_MAX_WRITE", 1, 0, (uint64_t)1 << 40},
 	{"FABNET_RX_BUFFERS", 0, 16, 65536},
 	{"FABNET_TX_BUFFERS", 0, 16, 65536},
+	{"FABNET_EAGER_CREDITS", 0, 0, 256},
 	{"FABNET_WRITES_IN_FLIGHT", 0, 1, 16},
 	{"FABNET_CONNECT_TIMEOUT_MS", 0, 1, 3600000},
 	{"FABNET_LINK_SPEED_MBPS", 0, 1, 10000000},
@@ -427,6 +428,8 @@ static uint64_t config_value(const char *name)
 		return cfg.rx_buffers;
 	if (!strcmp(name, "FABNET_TX_BUFFERS"))
 		return cfg.tx_buffers;
+	if (!strcmp(name, "FABNET_EAGER_CREDITS"))
+		return cfg.eager_credits;
 	if (!strcmp(name, "FABNET_WRITES_IN_FLIGHT"))
 		return cfg.writes_in_flight;
 	if (!strcmp(name, "FABNET_CONNECT_TIMEOUT_MS"))

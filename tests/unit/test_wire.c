@@ -329,9 +329,9 @@ static const uint8_t sample_addr[16] = {0xfe, 0x80, 0, 0, 0, 0, 0, 0,
 					 0x02, 0x11, 0x22, 0xff, 0xfe, 0x33, 0x44, 0x55};
 
 static const struct fabnet_cts_entry sample_cts[3] = {
-	{0x7f0000001000ull, 0x1111, 4096, 0, FABNET_CTS_EAGER_OK},
-	{0x7f0000100000ull, 0x2222, 1u << 20, -1, 0},
-	{0x1000, 0x3333, 0, 0x7fffffff, FABNET_CTS_EAGER_OK},
+	{0x7f0000001000ull, 0x1111, 4096, 0, FABNET_CTS_EAGER_OK, 0},
+	{0x7f0000100000ull, 0x2222, 1u << 20, -1, 0, 0},
+	{0x1000, 0x3333, 0, 0x7fffffff, FABNET_CTS_EAGER_OK, 0},
 };
 
 #define SAMPLE_EAGER_SIZE 100
@@ -369,6 +369,14 @@ static size_t sample_msg(uint8_t type, uint8_t *buf, size_t cap, uint32_t dst)
 	case FABNET_MSG_PING:
 		return fabnet_msg_encode_ping(buf, cap, dst, 16, 0x1122334455667788ull, sample_addr,
 					      sizeof(sample_addr));
+	case FABNET_MSG_EARLY:
+		n = fabnet_msg_encode_early(buf, cap, dst, 18, -7, 0x01020304u, SAMPLE_EAGER_SIZE);
+		if (n)
+			memset(buf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED, 0x6b,
+			       SAMPLE_EAGER_SIZE);
+		return n;
+	case FABNET_MSG_CREDIT:
+		return fabnet_msg_encode_credit(buf, cap, dst, 19, 16);
 	default:
 		return 0;
 	}
@@ -377,7 +385,7 @@ static size_t sample_msg(uint8_t type, uint8_t *buf, size_t cap, uint32_t dst)
 static const char *type_name(uint8_t type)
 {
 	static const char *names[] = {"?", "CONNECT", "CONNECT_ACK", "CTS", "EAGER", "FIN", "CLOSE", "PING",
-				      "REVOKE", "REVOKED"};
+				      "REVOKE", "REVOKED", "EARLY", "CREDIT"};
 
 	return type < FABNET_MSG_TYPE_MAX ? names[type] : "?";
 }
@@ -581,6 +589,99 @@ static void close_round_trips_with_its_final_sequence(void)
 	CU_ASSERT_EQUAL(m.seq, 0xdeadbeefu);
 }
 
+static void close_with_tag_counts_round_trips(void)
+{
+	static const int32_t tags[3] = {0, -5, 0x7fffffff};
+	static const uint32_t counts[3] = {7, 0, 0xffffffffu};
+	uint8_t buf[FABNET_MSG_HDR_SIZE + 3 * FABNET_CLOSE_TAG_SIZE];
+	struct fabnet_msg m;
+	size_t n = fabnet_msg_encode_close_tags(buf, sizeof(buf), 51, 52, 9, 3, tags, counts);
+
+	CU_ASSERT_EQUAL_FATAL(n, sizeof(buf));
+	CU_ASSERT_PTR_NULL_FATAL(fabnet_msg_decode(buf, n, &m));
+	CU_ASSERT_EQUAL_FATAL(m.u.close.ntags, 3);
+	for (uint32_t i = 0; i < 3; i++) {
+		int32_t tag;
+		uint32_t count;
+		fabnet_msg_close_tag(&m, i, &tag, &count);
+		CU_ASSERT_EQUAL(tag, tags[i]);
+		CU_ASSERT_EQUAL(count, counts[i]);
+	}
+	CU_ASSERT_EQUAL(fabnet_msg_encode_close_tags(buf, sizeof(buf) - 1, 51, 52, 9, 3, tags,
+						     counts), 0);
+	CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, n - 4, &m)); /* half a pair */
+}
+
+static void early_round_trips_its_tag_index_and_payload(void)
+{
+	uint8_t buf[FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED + 5];
+	struct fabnet_msg m;
+	size_t n = fabnet_msg_encode_early(buf, sizeof(buf), 61, 62, -3, 0xfedcba98u, 5);
+
+	CU_ASSERT_EQUAL_FATAL(n, sizeof(buf));
+	memcpy(buf + FABNET_MSG_HDR_SIZE + FABNET_EAGER_FIXED, "hello", 5);
+	CU_ASSERT_PTR_NULL_FATAL(fabnet_msg_decode(buf, n, &m));
+	CU_ASSERT_EQUAL(m.type, FABNET_MSG_EARLY);
+	CU_ASSERT_EQUAL(m.u.early.tag, -3);
+	CU_ASSERT_EQUAL(m.seq, 0xfedcba98u);
+	CU_ASSERT_EQUAL(m.u.early.size, 5);
+	CU_ASSERT(memcmp(m.u.early.payload, "hello", 5) == 0);
+	buf[FABNET_MSG_HDR_SIZE + 5] = 1; /* a reserved byte */
+	CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, n, &m));
+	CU_ASSERT_EQUAL(fabnet_msg_encode_early(buf, sizeof(buf) - 1, 61, 62, -3, 1, 5), 0);
+}
+
+static void credit_counts_out_of_range_are_rejected(void)
+{
+	uint8_t buf[FABNET_MSG_HDR_SIZE];
+	struct fabnet_msg m;
+
+	CU_ASSERT_PTR_NULL(fabnet_msg_decode(buf, fabnet_msg_encode_credit(buf, sizeof(buf), 1, 2, 1), &m));
+	CU_ASSERT_EQUAL(m.seq, 1);
+	CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, fabnet_msg_encode_credit(buf, sizeof(buf), 1, 2, 0), &m));
+	CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, fabnet_msg_encode_credit(buf, sizeof(buf), 1, 2, 0x10000), &m));
+}
+
+static void cts_carries_credits_and_each_entry_s_24_bit_index(void)
+{
+	struct fabnet_cts_entry e[3];
+	uint8_t buf[FABNET_MSG_MAX_CONTROL];
+	struct fabnet_msg m;
+	size_t n;
+
+	memcpy(e, sample_cts, sizeof(e));
+	e[0].tagseq = 0;
+	e[1].tagseq = 0xabcdefu;
+	e[2].tagseq = 0x1000001u; /* 25 bits: only 24 travel */
+	n = fabnet_msg_encode_cts(buf, sizeof(buf), 1, 2, 3, 3, e);
+	CU_ASSERT_NOT_EQUAL_FATAL(n, 0);
+	fabnet_msg_set_credits(buf, 0x1234);
+	CU_ASSERT_PTR_NULL_FATAL(fabnet_msg_decode(buf, n, &m));
+	CU_ASSERT_EQUAL(m.u.cts.credits, 0x1234);
+	CU_ASSERT_EQUAL(m.u.cts.e[0].tagseq, 0);
+	CU_ASSERT_EQUAL(m.u.cts.e[1].tagseq, 0xabcdefu);
+	CU_ASSERT_EQUAL(m.u.cts.e[2].tagseq, 1);
+	for (int i = 0; i < 3; i++)
+		CU_ASSERT_EQUAL(m.u.cts.e[i].flags, sample_cts[i].flags);
+}
+
+static void connect_and_ack_carry_early_credits(void)
+{
+	uint8_t buf[256];
+	struct fabnet_msg m;
+	size_t n = sample_msg(FABNET_MSG_CONNECT, buf, sizeof(buf), 1);
+
+	fabnet_msg_set_credits(buf, 16);
+	CU_ASSERT_PTR_NULL_FATAL(fabnet_msg_decode(buf, n, &m));
+	CU_ASSERT_EQUAL(m.u.connect.credits, 16);
+	CU_ASSERT_EQUAL(m.u.connect.proc.pid, sample_proc.pid);
+	n = sample_msg(FABNET_MSG_CONNECT_ACK, buf, sizeof(buf), 1);
+	fabnet_msg_set_credits(buf, 200);
+	CU_ASSERT_PTR_NULL_FATAL(fabnet_msg_decode(buf, n, &m));
+	CU_ASSERT_EQUAL(m.u.ack.credits, 200);
+	CU_ASSERT_EQUAL(m.u.ack.proc.host, sample_proc.host);
+}
+
 static void message_header_starts_with_magic_version_and_type(void)
 {
 	uint8_t buf[64];
@@ -712,7 +813,9 @@ static void decoder_rejects_trailing_bytes(void)
 		memset(buf, 0, sizeof(buf));
 		n = sample_msg(type, buf, sizeof(buf), 1);
 		for (size_t extra = 1; extra <= 40; extra++)
-			UNIT_LOOP_CHECK(&loop, fabnet_msg_decode(buf, n + extra, &m) != NULL,
+			/* a CLOSE is followed by (tag, count) pairs: 8 bytes each */
+			UNIT_LOOP_CHECK(&loop, (type == FABNET_MSG_CLOSE && extra % 8 == 0) ||
+						       fabnet_msg_decode(buf, n + extra, &m) != NULL,
 					"%s with %zu trailing zero bytes accepted", type_name(type),
 					extra);
 	}
@@ -810,7 +913,7 @@ static void connect_from_src_id_0_is_rejected(void)
 static size_t forge_cts(uint8_t *buf, size_t cap, uint8_t cnt)
 {
 	size_t len = M_CTS_ENTRIES + (size_t)cnt * FABNET_CTS_ENTRY_SIZE;
-	struct fabnet_cts_entry one = {0x1000, 1, 64, 0, 0};
+	struct fabnet_cts_entry one = {0x1000, 1, 64, 0, 0, 0};
 
 	CU_ASSERT_FATAL(len <= cap);
 	memset(buf, 0, cap);
@@ -856,6 +959,8 @@ static void cts_with_reserved_bytes_set_is_rejected(void)
 		struct fabnet_msg m;
 		size_t n = sample_msg(FABNET_MSG_CTS, buf, sizeof(buf), 1);
 
+		if (i == 1 || i == 2)
+			continue; /* the credits given back */
 		buf[M_CTS_RESERVED + i] = 0x01;
 		CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, n, &m));
 	}
@@ -866,7 +971,7 @@ static void cts_entry_with_unknown_flags_is_rejected(void)
 	struct unit_loop loop = UNIT_LOOP_INIT;
 
 	for (int entry = 0; entry < 3; entry++) {
-		for (int bit = 2; bit < 32; bit++) { /* bits 0, 1: EAGER_OK, NO_RMA */
+		for (int bit = 2; bit < 8; bit++) { /* 0, 1: EAGER_OK, NO_RMA; 8..31: the index */
 			struct fabnet_cts_entry e[3];
 			uint8_t buf[FABNET_MSG_MAX_CONTROL];
 			struct fabnet_msg m;
@@ -884,7 +989,7 @@ static void cts_entry_with_unknown_flags_is_rejected(void)
 
 static int cts_one_entry_decodes(uint64_t addr, uint64_t size)
 {
-	struct fabnet_cts_entry e = {addr, 1, size, 0, 0};
+	struct fabnet_cts_entry e = {addr, 1, size, 0, 0, 0};
 	uint8_t buf[FABNET_MSG_MAX_CONTROL];
 	struct fabnet_msg m;
 	size_t n = fabnet_msg_encode_cts(buf, sizeof(buf), 1, 2, 3, 1, &e);
@@ -1111,7 +1216,7 @@ static void cts_with_extra_rails_round_trips(void)
 
 			for (int i = 0; i < cnt; i++) {
 				e[i] = (struct fabnet_cts_entry){0x1000u * (i + 1), 7u + i, 4096u + i, i,
-								 (uint32_t)(i & 1)};
+								 (uint32_t)(i & 1), 0};
 				for (int k = 0; k < FABNET_MAX_RAILS - 1; k++)
 					r[i][k] = (struct fabnet_cts_rail){0x100000u * (k + 2) + i,
 									   1000u * (k + 1) + i};
@@ -1147,7 +1252,7 @@ static void cts_with_extra_rails_round_trips(void)
 
 static void cts_naming_too_many_rails_is_rejected(void)
 {
-	struct fabnet_cts_entry e = {0x1000, 1, 64, 0, 0};
+	struct fabnet_cts_entry e = {0x1000, 1, 64, 0, 0, 0};
 	uint8_t buf[FABNET_MSG_MAX_CONTROL + 256];
 	struct fabnet_msg m;
 	size_t n = fabnet_msg_encode_cts(buf, sizeof(buf), 1, 2, 3, 1, &e);
@@ -1163,7 +1268,7 @@ static void cts_naming_too_many_rails_is_rejected(void)
 
 static void cts_extra_rail_wrapping_the_address_space_is_rejected(void)
 {
-	struct fabnet_cts_entry e = {0x1000, 1, 64, 0, 0};
+	struct fabnet_cts_entry e = {0x1000, 1, 64, 0, 0, 0};
 	struct fabnet_cts_rail r[1][FABNET_MAX_RAILS - 1] = {{{UINT64_MAX - 8, 5}}};
 	uint8_t buf[FABNET_MSG_MAX_CONTROL];
 	struct fabnet_msg m;
@@ -1265,6 +1370,11 @@ void register_wire_tests(void)
 	UNIT_ADD(s, cts_extra_rail_wrapping_the_address_space_is_rejected);
 	UNIT_ADD(s, ack_with_rail_addresses_round_trips);
 	UNIT_ADD(s, cts_entry_with_unknown_flags_is_rejected);
+	UNIT_ADD(s, close_with_tag_counts_round_trips);
+	UNIT_ADD(s, early_round_trips_its_tag_index_and_payload);
+	UNIT_ADD(s, credit_counts_out_of_range_are_rejected);
+	UNIT_ADD(s, cts_carries_credits_and_each_entry_s_24_bit_index);
+	UNIT_ADD(s, connect_and_ack_carry_early_credits);
 	UNIT_ADD(s, cts_entry_wrapping_around_the_address_space_is_rejected);
 	UNIT_ADD(s, cts_entry_near_the_top_of_the_address_space_is_accepted);
 	UNIT_ADD(s, eager_size_must_match_the_bytes_received);

@@ -15,7 +15,7 @@
 void register_config_tests(void);
 void register_wire_tests(void);
 void register_pool_tests(void);
-void register_match_tests(void);
+void register_tags_tests(void);
 void register_regcache_tests(void);
 void register_keypool_tests(void);
 void register_topo_tests(void);

@@ -444,9 +444,23 @@ static int survivor_wait_error(struct ft *ft, struct survivor *s)
 				s->t_err = now_ms();
 				return 0;
 			}
-			if (r2)
-				return fail(ft, "isend after the receiver died returned a request: "
-					    "nothing can have answered it");
+			if (r2) {
+				/* A small send goes early, without the receiver's CTS, and
+				 * may even complete (the provider delivered it to a process
+				 * that is gone): the comm must still fail once its early
+				 * credits are spent and its keepalive goes unanswered. */
+				int d = 0;
+				ncclResult_t tr;
+				do {
+					tr = pl_test(ft->net, r2, &d, NULL);
+				} while (tr == ncclSuccess && !d &&
+					 now_ms() - s->t_event < limit + 9000 + pd_extra_wait_ms());
+				if (tr != ncclSuccess) {
+					s->res = tr;
+					s->t_err = now_ms();
+					return 0;
+				}
+			}
 		} else if (s->pp.done) {
 			s->res = s->pp.res;
 			s->t_err = now_ms();

@@ -26,10 +26,12 @@ static void cts_case(const char *name, int which)
 	e[0].size = 1 << 20;
 	e[0].tag = TAG0;
 	e[0].flags = FABNET_CTS_EAGER_OK;
+	/* the index of the sender's next send with the tag: one it would take */
+	e[0].tagseq = fabnet_tag_count_of(&sc->tags, TAG0) & FABNET_TAGSEQ_MASK;
 	e[1] = e[0];
 	switch (which) {
-	case 0: seq += FABNET_NSLOTS; break;        /* beyond the window */
-	case 1: seq -= 1; break;                    /* before it (already used) */
+	case 0: seq -= FABNET_NSLOTS + 1; break;    /* 32 behind the newest: stale */
+	case 1: seq -= 1; break;                    /* the newest again (a repeat) */
 	case 2: seq += 0x80000000u; break;          /* far away */
 	case 3: src = (uint32_t)sc->peer_id + 1; break; /* from a comm that is not the peer */
 	case 4: src |= 0x10000u; break;             /* a peer id wider than 16 bits */
@@ -300,8 +302,8 @@ static void flood_case(const char *name, int n)
 
 void hostile_conn_cases(void *handle)
 {
-	cts_case("CTS beyond the window (seq + 32)", 0);
-	cts_case("CTS before the window (seq - 1)", 1);
+	cts_case("CTS 32 receives behind the newest, with an entry to take", 0);
+	cts_case("CTS repeating the newest, with an entry to take", 1);
 	cts_case("CTS far outside the window (seq + 2^31)", 2);
 	cts_case("CTS from a comm that is not the peer", 3);
 	cts_case("CTS from the peer id + 65536", 4);

@@ -126,6 +126,8 @@ int post_stalled_send(struct fabnet_comm *s, struct fabnet_comm *r, void *sdata,
 void hostile_recv_cases(void);
 /* conn.c: forged CTS, REVOKE, CONNECT and ACK; the listener; a flood. */
 void hostile_conn_cases(void *handle);
+/* early.c: sends before their receives (EARLY), genuine and forged. */
+void hostile_early_cases(void);
 /* teardown.c: failing, closing and deregistering comms of their own. */
 void hostile_teardown_cases(void *handle);
 

@@ -135,6 +135,9 @@ int main(int argc, char **argv)
 	/* the send comm and the listener */
 	hostile_conn_cases(handle);
 
+	/* sends before their receives (sender-initiated eager) */
+	hostile_early_cases();
+
 	/* genuine traffic on the same comms */
 	{
 		static const size_t s0[1] = {0}, s1[1] = {1}, s4k[1] = {4096}, s64k[1] = {65539},
