@@ -301,6 +301,19 @@ size_t fabnet_msg_encode_credit(void *buf, size_t len, uint32_t dst_id, uint32_t
 	return FABNET_MSG_HDR_SIZE;
 }
 
+size_t fabnet_msg_encode_rts(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			     int32_t tag, uint32_t tagseq)
+{
+	uint8_t *p;
+
+	if (len < FABNET_MSG_HDR_SIZE + 8)
+		return 0;
+	p = put_hdr(buf, FABNET_MSG_RTS, dst_id, src_id, tagseq);
+	put32(&p, (uint32_t)tag);
+	put32(&p, 0);
+	return FABNET_MSG_HDR_SIZE + 8;
+}
+
 /* CONNECT: the reserved u16 after addrlen and a reserved byte; ACK: the one
  * after nextra and addrlen; CTS: the first two of its reserved bytes. */
 void fabnet_msg_set_credits(void *buf, uint16_t credits)
@@ -493,6 +506,15 @@ const char *fabnet_msg_decode(const void *buf, size_t len, struct fabnet_msg *m)
 		if (m->src_id == 0 || m->src_id > 0xffff)
 			return "EARLY from a comm id out of range";
 		m->u.early.payload = p;
+		return NULL;
+	case FABNET_MSG_RTS:
+		if (body != 8)
+			return "RTS has the wrong length";
+		m->u.rts.tag = (int32_t)get32(&p);
+		if (get32(&p))
+			return "RTS reserved bytes set";
+		if (m->src_id == 0 || m->src_id > 0xffff)
+			return "RTS from a comm id out of range";
 		return NULL;
 	case FABNET_MSG_CREDIT:
 		if (body != 0)

@@ -49,6 +49,8 @@ enum fabnet_msg_type {
 	FABNET_MSG_EARLY,       /* sender -> receiver: a small payload sent before its CTS,
 				 * named by (tag, per-tag index), under a credit */
 	FABNET_MSG_CREDIT,      /* receiver -> sender: `seq` early credits given back */
+	FABNET_MSG_RTS,         /* sender -> receiver: send (tag, index `seq`) cannot go
+				 * early: send the CTS of its receive now */
 	FABNET_MSG_TYPE_MAX
 };
 
@@ -152,6 +154,9 @@ struct fabnet_msg {
 			const uint8_t *payload;
 		} early;
 		struct {
+			int32_t tag;      /* header seq: the index among this tag's sends */
+		} rts;
+		struct {
 			uint32_t ntags;   /* a sender's CLOSE: (tag, sends) pairs */
 			const uint8_t *tags; /* read with fabnet_msg_close_tag */
 		} close;
@@ -206,6 +211,8 @@ size_t fabnet_msg_encode_early(void *buf, size_t len, uint32_t dst_id, uint32_t 
 			       int32_t tag, uint32_t tagseq, uint64_t size);
 size_t fabnet_msg_encode_credit(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
 				uint32_t credits);
+size_t fabnet_msg_encode_rts(void *buf, size_t len, uint32_t dst_id, uint32_t src_id,
+			     int32_t tag, uint32_t tagseq);
 /* Into an encoded CONNECT or CONNECT_ACK: the early credits of its side;
  * into an encoded CTS: the early credits it gives back. */
 void fabnet_msg_set_credits(void *buf, uint16_t credits);

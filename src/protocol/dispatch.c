@@ -175,6 +175,9 @@ void fabnet_proto_on_msg(struct fabnet_dev *dev, const void *buf, size_t len)
 	case FABNET_MSG_CREDIT:
 		fabnet_send_on_credit(dev, &m);
 		break;
+	case FABNET_MSG_RTS:
+		fabnet_recv_on_rts(dev, &m);
+		break;
 	default:
 		break;
 	}

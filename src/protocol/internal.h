@@ -167,6 +167,9 @@ void fabnet_send_on_revoke(struct fabnet_dev *dev, const struct fabnet_msg *m);
 void fabnet_send_on_credit(struct fabnet_dev *dev, const struct fabnet_msg *m);
 void fabnet_recv_on_eager(struct fabnet_dev *dev, const struct fabnet_msg *m);
 void fabnet_recv_on_early(struct fabnet_dev *dev, const struct fabnet_msg *m);
+void fabnet_recv_on_rts(struct fabnet_dev *dev, const struct fabnet_msg *m);
+/* Sends a withheld receive's CTS (its sender asked); 0 or -1 (retried by test). */
+int fabnet_recv_send_withheld(struct fabnet_req *r);
 /* A not yet complete entry the peer's CLOSE says it never sent. */
 int fabnet_recv_entry_orphaned(struct fabnet_comm *c, const struct fabnet_recv_entry *e);
 void fabnet_recv_on_fin(struct fabnet_dev *dev, const struct fabnet_msg *m);

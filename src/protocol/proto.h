@@ -14,6 +14,8 @@
  *     receiving comm, the sequence and the index;
  * or, with no CTS there yet, a small send from host memory goes early (EARLY,
  * under a credit, early.c) and waits in the receiver's store for its irecv.
+ * A receive whose entries are all small and in host memory withholds its
+ * CTS until a sender that cannot go early asks for it (RTS).
  * A receive entry completes when its EAGER or EARLY arrived, or when its FIN
  * arrived and as many writes as the FIN announced have landed, in whatever
  * order: nothing depends on message or completion ordering (EFA's SRD
@@ -56,6 +58,7 @@
 #define FABNET_COMM_MAGIC 0x464e434du       /* "FNCM" */
 #define FABNET_REQ_MAGIC 0x464e5251u        /* "FNRQ" */
 #define FABNET_MAX_COMMS 65535              /* ids are 16 bits in the immediate */
+#define FABNET_RTS_KEPT 16                  /* RTSs a recv comm keeps for receives to come */
 
 enum fabnet_comm_kind { FABNET_LISTEN = 1, FABNET_SEND, FABNET_RECV };
 enum fabnet_comm_state { FABNET_CONNECTING = 1, FABNET_READY, FABNET_FAILED };
@@ -105,6 +108,9 @@ struct fabnet_req {
 			uint8_t revoke;        /* FABNET_REVOKE_*: deregMr withdrew it */
 			uint8_t noslot;        /* every entry came early: done at irecv, no
 						* sequence, slot or CTS of its own */
+			uint8_t withheld;      /* its CTS waits for an RTS (every entry small,
+						* in host memory: its sends go early) */
+			uint8_t rts_wanted;    /* an RTS came, its CTS could not go yet */
 			struct fabnet_recv_entry e[FABNET_MAX_RECVS];
 		} recv;
 		struct {
@@ -166,6 +172,8 @@ struct fabnet_tag_count {
 	uint32_t final;   /* recv: the peer's CLOSE: entries from here cannot complete */
 	uint8_t used;     /* the hash slot holds a tag */
 	uint8_t named;    /* recv: the peer's CLOSE named this tag */
+	uint8_t rts_sent; /* send: an RTS went for send number rts_for */
+	uint32_t rts_for;
 };
 
 struct fabnet_tags {
@@ -270,6 +278,9 @@ struct fabnet_comm {
 			uint16_t nstored;
 			struct fabnet_op credit_op;      /* a CREDIT message */
 			uint8_t peer_tags_final;         /* the sender's CLOSE named its counts */
+			uint8_t no_withhold;             /* more RTSs came than we keep */
+			uint8_t nrts;                    /* RTSs for entries not posted yet */
+			struct { int32_t tag; uint32_t tagseq; } rts[FABNET_RTS_KEPT];
 			uint8_t peer_tags_partial;       /* ... of some of its tags only */
 		} recv;
 	} u;

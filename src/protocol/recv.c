@@ -106,6 +106,34 @@ static void take_early(struct fabnet_comm *c, int i, struct fabnet_req *r, int i
 	}
 }
 
+/* A receive whose CTS can wait for the sender's RTS: each entry still to
+ * come is at most the eager size, in host memory, so its send (no larger)
+ * goes early when the sender holds a credit, and asks for the CTS (RTS)
+ * when it cannot (no credit, or accelerator memory). Not when an RTS for
+ * one of them came already (it is consumed here), nor once more RTSs came
+ * than a comm keeps. */
+static int may_withhold(struct fabnet_comm *c, int n, const uint64_t *sizes,
+			struct fabnet_rmr **mrs, const int *tags, const uint32_t *tagseq,
+			const int *have)
+{
+	int claimed = 0;
+
+	if (!c->credits_max || c->u.recv.no_withhold)
+		return 0;
+	for (int i = 0; i < n; i++)
+		if (have[i] < 0 && (sizes[i] > c->eager_max ||
+				    (mrs && mrs[i] && mrs[i]->type != NCCL_PTR_HOST)))
+			return 0;
+	for (int i = 0; i < n; i++)
+		for (int j = 0; have[i] < 0 && j < c->u.recv.nrts; j++)
+			if (c->u.recv.rts[j].tag == tags[i] && c->u.recv.rts[j].tagseq == tagseq[i]) {
+				c->u.recv.rts[j] = c->u.recv.rts[--c->u.recv.nrts];
+				claimed = 1;
+				break;
+			}
+	return !claimed;
+}
+
 /* Claims the receive's slot and sends its CTS, with the credits owed. */
 static int post_cts(struct fabnet_comm *comm, struct fabnet_req *r, void *buf,
 		    const struct fabnet_cts_entry *e,
@@ -148,7 +176,7 @@ ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
 	struct fabnet_req *r;
 	uint32_t slot = comm->seq % FABNET_NSLOTS;
 	uint32_t tagseq[FABNET_MAX_RECVS];
-	int have[FABNET_MAX_RECVS], all_have = 1, accel_have = 0;
+	int have[FABNET_MAX_RECVS], all_have = 1, accel_have = 0, withhold;
 	ncclResult_t res;
 	void *buf;
 
@@ -182,9 +210,12 @@ ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
 				return ncclRemoteError;
 			}
 	}
-	/* Everything came early, into host memory: no CTS, no sequence. */
-	buf = all_have && !accel_have ? NULL : fabnet_dev_txbuf_get(dev);
-	if (!buf && !(all_have && !accel_have)) {
+	withhold = !(all_have && !accel_have) &&
+		   may_withhold(comm, n, sizes, mrs, tags, tagseq, have);
+	/* Everything came early, into host memory: no CTS, no sequence. A CTS
+	 * withheld is sent when the sender asks (RTS). */
+	buf = (all_have && !accel_have) || withhold ? NULL : fabnet_dev_txbuf_get(dev);
+	if (!buf && !(all_have && !accel_have) && !withhold) {
 		fabnet_dev_progress(dev);
 		return ncclSuccess;
 	}
@@ -205,14 +236,18 @@ ncclResult_t fabnet_proto_irecv(struct fabnet_comm *comm, int n, void **data,
 		r->u.recv.e[i].tagseq = tagseq[i];
 		t->n++;
 	}
-	if (!buf) {
+	if (!buf && !withhold) {
 		r->u.recv.noslot = 1;
 		for (int i = 0; i < n; i++)
 			take_early(comm, have[i], r, i); /* host memory: a copy */
 		*out = r;
 		return ncclSuccess;
 	}
-	if (post_cts(comm, r, buf, e, extra)) {
+	if (withhold) {
+		r->seq = comm->seq;
+		r->u.recv.withheld = 1;
+		comm->u.recv.slot[slot] = r;
+	} else if (post_cts(comm, r, buf, e, extra)) {
 		for (int i = 0; i < n; i++)
 			fabnet_tag_find(&comm->tags, tags[i])->n--;
 		fabnet_dev_txbuf_put(dev, buf);
@@ -385,10 +420,15 @@ void fabnet_recv_on_early(struct fabnet_dev *dev, const struct fabnet_msg *m)
 		fabnet_early_owe(c, 1);
 		return;
 	}
-	if (e->done || e->fin_seen || e->writes_seen) {
+	if (e->done) {
 		if (fabnet_drop_log_ok(dev))
-			FN_WARN("fabnet: EARLY tag %d number %u for comm %u on %s names a buffer already "
-				"filled or being written: dropped", tag, k, c->id, dev->name);
+			FN_WARN("fabnet: EARLY tag %d number %u for comm %u on %s repeats a completed "
+				"buffer: dropped", tag, k, c->id, dev->name);
+		fabnet_early_owe(c, 1);
+		return;
+	}
+	if (e->fin_seen || e->writes_seen) {
+		entry_fail(r, e, "the sender mixed an early message with RMA writes");
 		fabnet_early_owe(c, 1);
 		return;
 	}
@@ -412,6 +452,80 @@ void fabnet_recv_on_early(struct fabnet_dev *dev, const struct fabnet_msg *m)
 	if (fabnet_early_deliver(c, i, r, idx))
 		entry_fail(r, e, "the loopback write of its early message into accelerator memory "
 			   "could not be posted");
+}
+
+/* The CTS of a receive withheld until its sender asked; 0, or -1 when it
+ * could not go (test() tries again: rts_wanted). */
+int fabnet_recv_send_withheld(struct fabnet_req *r)
+{
+	struct fabnet_comm *c = r->comm;
+	struct fabnet_cts_entry e[FABNET_MAX_RECVS];
+	struct fabnet_cts_rail extra[FABNET_MAX_RECVS][FABNET_MAX_RAILS - 1];
+	void *data[FABNET_MAX_RECVS] = {0};
+	uint64_t sizes[FABNET_MAX_RECVS] = {0};
+	int tags[FABNET_MAX_RECVS] = {0}, n = r->u.recv.n;
+	struct fabnet_rmr *mrs[FABNET_MAX_RECVS] = {0};
+	uint16_t owed = c->credits;
+	void *buf;
+	size_t len;
+
+	for (int i = 0; i < n; i++) {
+		data[i] = r->u.recv.e[i].data;
+		sizes[i] = r->u.recv.e[i].size;
+		tags[i] = r->u.recv.e[i].tag;
+		mrs[i] = r->u.recv.e[i].mr;
+	}
+	if (cts_entries(c, n, data, sizes, tags, mrs, e, extra))
+		return -1; /* a buffer deregistered meanwhile: deregMr fails the receive */
+	for (int i = 0; i < n; i++)
+		e[i].tagseq = r->u.recv.e[i].tagseq;
+	buf = fabnet_dev_txbuf_get(c->dev);
+	if (!buf) {
+		r->u.recv.rts_wanted = 1;
+		return -1;
+	}
+	len = fabnet_msg_encode_cts_rails(buf, c->dev->buf_size, c->peer_id, c->id, r->seq,
+					  (uint8_t)n, e, (uint8_t)(c->nrails - 1),
+					  (const struct fabnet_cts_rail(*)[FABNET_MAX_RAILS - 1])extra);
+	if (len && owed)
+		fabnet_msg_set_credits(buf, owed);
+	if (!len || fabnet_post_msg(r, 0, buf, len)) {
+		fabnet_dev_txbuf_put(c->dev, buf);
+		r->u.recv.rts_wanted = 1;
+		return -1;
+	}
+	c->credits = (uint16_t)(c->credits - owed);
+	r->u.recv.withheld = 0;
+	r->u.recv.rts_wanted = 0;
+	return 0;
+}
+
+/* RTS (tag, index): the sender's send cannot go early; the receive it pairs
+ * with sends its CTS now, or, not posted yet, will not withhold it. */
+void fabnet_recv_on_rts(struct fabnet_dev *dev, const struct fabnet_msg *m)
+{
+	struct fabnet_comm *c = fabnet_proto_lookup(dev, m->dst_id);
+	struct fabnet_req *r;
+	int idx = 0;
+
+	if (!c || c->kind != FABNET_RECV || c->closing || c->state != FABNET_READY ||
+	    c->peer_id != m->src_id)
+		return;
+	if (fabnet_before(m->seq, fabnet_tag_count_of(&c->tags, m->u.rts.tag))) {
+		r = posted_entry(c, m->u.rts.tag, m->seq, &idx);
+		if (r && r->u.recv.withheld)
+			fabnet_recv_send_withheld(r);
+		return; /* posted with its CTS, or done: nothing to do */
+	}
+	if (c->u.recv.nrts == FABNET_RTS_KEPT) {
+		/* More than we keep (a forger, or many senders ahead): withhold no
+		 * more CTSs on this comm, so nothing waits on an RTS we dropped. */
+		c->u.recv.no_withhold = 1;
+		return;
+	}
+	c->u.recv.rts[c->u.recv.nrts].tag = m->u.rts.tag;
+	c->u.recv.rts[c->u.recv.nrts].tagseq = m->seq;
+	c->u.recv.nrts++;
 }
 
 void fabnet_recv_on_fin(struct fabnet_dev *dev, const struct fabnet_msg *m)

@@ -115,6 +115,31 @@ static ncclResult_t refused(struct fabnet_comm *comm, const struct fabnet_cts_en
 	return ncclSuccess;
 }
 
+/* A small send that cannot go early (accelerator memory, or no credit
+ * left) asks for its CTS, once: a receive whose entries are all small and
+ * in host memory sends its CTS only when asked (recv.c, may_withhold). */
+static void ask_for_cts(struct fabnet_comm *comm, struct fabnet_tag_count *t)
+{
+	struct fabnet_dev *dev = comm->dev;
+	void *buf;
+	size_t len;
+
+	if (t->rts_sent && t->rts_for == t->n)
+		return;
+	buf = fabnet_dev_txbuf_get(dev);
+	if (!buf)
+		return; /* the next isend asks */
+	len = fabnet_msg_encode_rts(buf, dev->buf_size, comm->peer_id, comm->id, t->tag, t->n);
+	if (len)
+		fabnet_msg_set_token(buf, comm->peer_token);
+	if (!len || fabnet_ctl_send_loose(dev, comm->peer, buf, len)) {
+		fabnet_dev_txbuf_put(dev, buf);
+		return;
+	}
+	t->rts_sent = 1;
+	t->rts_for = t->n;
+}
+
 /* A send with the CTS entry idx of slot sl: inline into the posted buffer
  * (small, host memory both sides) or by RMA writes and a FIN. */
 static ncclResult_t send_with_cts(struct fabnet_comm *comm, int sl, int idx, void *data,
@@ -240,6 +265,8 @@ ncclResult_t fabnet_proto_isend(struct fabnet_comm *comm, void *data, uint64_t s
 	}
 	if (may_go_early(comm, size, mr))
 		return send_early(comm, data, size, t, tag, mr, out);
+	if (size <= comm->eager_max && comm->credits_max && !comm->peer_closed)
+		ask_for_cts(comm, t); /* its receive may have withheld the CTS */
 	if (comm->peer_closed) {
 		FN_WARN("fabnet: isend on comm %u (%s): the peer closed its side before posting a "
 			"receive for it", comm->id, dev->name);

@@ -27,6 +27,8 @@ static int req_finished(struct fabnet_req *r)
 			r->failed = ncclRemoteError;
 		return 1;
 	}
+	if (r->kind == FABNET_REQ_RECV && r->u.recv.rts_wanted)
+		fabnet_recv_send_withheld(r);
 	if (r->msg_pending)
 		return 0;
 	if (r->kind == FABNET_REQ_FLUSH)

@@ -75,6 +75,9 @@ int main(int argc, char **argv)
 	memcpy(buf + n - 5, "early", 5);
 	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "early", buf, n);
+	n = fabnet_msg_encode_rts(buf, sizeof(buf), 1, 2, 100, 4);
+	fabnet_msg_set_token(buf, 0x1122334455667788ull);
+	put(dir, "rts", buf, n);
 	n = fabnet_msg_encode_credit(buf, sizeof(buf), 1, 2, 8);
 	fabnet_msg_set_token(buf, 0x1122334455667788ull);
 	put(dir, "credit", buf, n);

@@ -377,6 +377,8 @@ static size_t sample_msg(uint8_t type, uint8_t *buf, size_t cap, uint32_t dst)
 		return n;
 	case FABNET_MSG_CREDIT:
 		return fabnet_msg_encode_credit(buf, cap, dst, 19, 16);
+	case FABNET_MSG_RTS:
+		return fabnet_msg_encode_rts(buf, cap, dst, 20, 5, 0x0a0b0c0du);
 	default:
 		return 0;
 	}
@@ -385,7 +387,7 @@ static size_t sample_msg(uint8_t type, uint8_t *buf, size_t cap, uint32_t dst)
 static const char *type_name(uint8_t type)
 {
 	static const char *names[] = {"?", "CONNECT", "CONNECT_ACK", "CTS", "EAGER", "FIN", "CLOSE", "PING",
-				      "REVOKE", "REVOKED", "EARLY", "CREDIT"};
+				      "REVOKE", "REVOKED", "EARLY", "CREDIT", "RTS"};
 
 	return type < FABNET_MSG_TYPE_MAX ? names[type] : "?";
 }
@@ -629,6 +631,21 @@ static void early_round_trips_its_tag_index_and_payload(void)
 	buf[FABNET_MSG_HDR_SIZE + 5] = 1; /* a reserved byte */
 	CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, n, &m));
 	CU_ASSERT_EQUAL(fabnet_msg_encode_early(buf, sizeof(buf) - 1, 61, 62, -3, 1, 5), 0);
+}
+
+static void rts_round_trips_its_tag_and_index(void)
+{
+	uint8_t buf[FABNET_MSG_HDR_SIZE + 8];
+	struct fabnet_msg m;
+	size_t n = fabnet_msg_encode_rts(buf, sizeof(buf), 71, 72, -9, 0x01020304u);
+
+	CU_ASSERT_EQUAL_FATAL(n, sizeof(buf));
+	CU_ASSERT_PTR_NULL_FATAL(fabnet_msg_decode(buf, n, &m));
+	CU_ASSERT_EQUAL(m.type, FABNET_MSG_RTS);
+	CU_ASSERT_EQUAL(m.u.rts.tag, -9);
+	CU_ASSERT_EQUAL(m.seq, 0x01020304u);
+	buf[FABNET_MSG_HDR_SIZE + 4] = 1; /* reserved */
+	CU_ASSERT_PTR_NOT_NULL(fabnet_msg_decode(buf, n, &m));
 }
 
 static void credit_counts_out_of_range_are_rejected(void)
@@ -1373,6 +1390,7 @@ void register_wire_tests(void)
 	UNIT_ADD(s, close_with_tag_counts_round_trips);
 	UNIT_ADD(s, early_round_trips_its_tag_index_and_payload);
 	UNIT_ADD(s, credit_counts_out_of_range_are_rejected);
+	UNIT_ADD(s, rts_round_trips_its_tag_and_index);
 	UNIT_ADD(s, cts_carries_credits_and_each_entry_s_24_bit_index);
 	UNIT_ADD(s, connect_and_ack_carry_early_credits);
 	UNIT_ADD(s, cts_entry_wrapping_around_the_address_space_is_rejected);

@@ -272,6 +272,82 @@ out:
 	report(name);
 }
 
+/* A receive of at most the eager size into host memory withholds its CTS:
+ * its send goes early. A sender without credits asks for it (RTS), and the
+ * transfer completes through the CTS. */
+static void withheld_cts_case(const char *name)
+{
+	uint64_t key = mix64(seed ^ 0x575);
+	size_t size = 100;
+	int64_t deadline = now_ms() + 5000;
+	uint16_t credits;
+	void *sreq = NULL;
+	ncclResult_t res = ncclSuccess;
+	int done = 0, got = -1;
+	struct posted p;
+
+	begin(name);
+	canary_reset();
+	if (post_recv(&p, 1, &size))
+		goto out;
+	if (!((struct fabnet_req *)p.req)->u.recv.withheld) {
+		bad("a %zu-byte receive into host memory sent its CTS", size);
+		goto out;
+	}
+	pthread_mutex_lock(&dev->lock);
+	credits = sc->credits;
+	sc->credits = 0; /* as if all were spent */
+	pthread_mutex_unlock(&dev->lock);
+	pat_fill(sbuf, size, key);
+	while (!sreq && res == ncclSuccess && now_ms() < deadline)
+		res = fabnet_api_isend(sc, sbuf, size, TAG0, smh, &sreq);
+	pthread_mutex_lock(&dev->lock);
+	sc->credits = credits;
+	pthread_mutex_unlock(&dev->lock);
+	if (!sreq) {
+		bad("a send without credits into a withheld receive got no request (%d): its RTS "
+		    "brought no CTS", (int)res);
+		goto out;
+	}
+	if (((struct fabnet_req *)sreq)->u.send.early)
+		bad("the send without credits went early");
+	while (!done && res == ncclSuccess && now_ms() < deadline)
+		res = fabnet_api_test(sreq, &done, &got);
+	if (!why[0])
+		check_received(&p, size, key, "send after an RTS");
+out:
+	report(name);
+}
+
+/* More RTSs for receives not posted than a comm keeps (forged, with the
+ * token): the comm withholds no more CTSs, and transfers go on. */
+static void rts_flood_case(const char *name)
+{
+	uint32_t posted = fabnet_tag_count_of(&rc->tags, TAG0);
+	size_t size = 100, len;
+	struct posted p;
+
+	begin(name);
+	canary_reset();
+	for (uint32_t i = 0; i <= FABNET_RTS_KEPT; i++) {
+		len = fabnet_msg_encode_rts(mbuf, MSGBUF, rc->id, rc->peer_id, TAG0 + 7, posted + i);
+		inject_msg(mbuf, len);
+	}
+	if (!rc->u.recv.no_withhold) {
+		bad("%d RTSs for receives to come left the comm withholding CTSs",
+		    FABNET_RTS_KEPT + 1);
+		goto out;
+	}
+	if (post_recv(&p, 1, &size))
+		goto out;
+	if (((struct fabnet_req *)p.req)->u.recv.withheld)
+		bad("the comm withheld a CTS after the RTS flood");
+	else
+		genuine_complete(&p, 0);
+out:
+	report(name);
+}
+
 void hostile_early_cases(void)
 {
 	early_host_case("a small send with no receive posted goes early and waits for its irecv");
@@ -281,4 +357,6 @@ void hostile_early_cases(void)
 	forged_early_case("EARLY further ahead than the credits allow", 0);
 	forged_early_case("EARLY right in every field but the connection's token", 1);
 	early_too_big_case("EARLY with more bytes than its posted receive holds");
+	withheld_cts_case("a small receive withholds its CTS until a sender without credits asks");
+	rts_flood_case("RTSs for more receives to come than a comm keeps");
 }
